@@ -1,0 +1,30 @@
+# Both targets run as root on a Debian 12 host; each sets up what it needs.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)/.build
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.build
+PYTEST_ARGS ?=
+
+.PHONY: setup test unit integration demo bench clean
+
+setup:
+	./scripts/setup-host.sh
+
+test: setup
+	$(PY) -m pytest -ra $(PYTEST_ARGS) tests
+
+unit: setup
+	$(PY) -m pytest -ra $(PYTEST_ARGS) tests/unit
+
+integration: setup
+	$(PY) -m pytest -ra $(PYTEST_ARGS) tests/integration
+
+demo: setup
+	$(PY) -m tests.support.demo
+
+bench: setup
+	$(PY) bench/apply.py && $(PY) bench/changes.py
+
+clean:
+	rm -rf .build .pytest_cache

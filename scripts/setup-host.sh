@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs everything `make test` and `make demo` need on a Debian 12 host,
+# as root: the system tools each driver calls, a real Docker engine, and a
+# Python venv with the test tools. Safe to run again: it skips what is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  python3 python3-venv python3-pip git make tar util-linux kmod attr e2fsprogs
+  xfsprogs btrfs-progs zfs-fuse fuse3 fuse-overlayfs lvm2 thin-provisioning-tools
+  docker.io busybox-static
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  # policy-rc.d 101: packages must not start their daemons (dockerd,
+  # zfs-fuse); the tests start private ones and stop them by pid.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  rm -f /usr/sbin/policy-rc.d
+fi
+
+PY=/usr/bin/python3
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+if ! .venv/bin/python -c 'import ansible, pytest, testinfra, molecule' 2>/dev/null; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -r tests/requirements.txt
+fi
+
+# Ansible finds a collection at <path>/ansible_collections/<ns>/<name>.
+mkdir -p .build/ansible_collections/strata
+ln -sfn "$(pwd)" .build/ansible_collections/strata/graphdriver
+echo "setup: ready"
