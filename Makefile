@@ -21,7 +21,7 @@ integration: setup
 	$(PY) -m pytest -ra $(PYTEST_ARGS) tests/integration
 
 demo: setup
-	$(PY) -m tests.support.demo
+	$(PY) scripts/demo.py
 
 bench: setup
 	$(PY) bench/apply.py && $(PY) bench/changes.py
