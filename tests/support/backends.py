@@ -1,0 +1,40 @@
+"""Where each driver can run in the tests: one backend per driver name.
+
+A backend is a context manager factory ``factory(workdir) -> (home, options)``
+that makes the real backing storage (a loop-file btrfs, a zfs-fuse pool …),
+yields the driver home inside it, and destroys everything on exit. When the
+machine cannot provide it, the factory raises ``Unavailable(reason)``, which
+the conformance suite turns into a skip with that reason.
+
+Each driver's backend lives in its own module ``backend_<driver>.py`` in this
+package and registers itself with ``@backend("<driver>")``; add its import to
+the list at the bottom.
+"""
+
+import contextlib
+
+BACKENDS = {}
+
+
+class Unavailable(Exception):
+    """This machine cannot provide the backend; the message says why."""
+
+
+def backend(name):
+    def deco(fn):
+        BACKENDS[name] = contextlib.contextmanager(fn)
+        return fn
+    return deco
+
+
+def _load():
+    import importlib
+    for mod in ("backend_vfs", "backend_overlay2", "backend_fuse_overlayfs",
+                "backend_btrfs", "backend_zfs"):
+        try:
+            importlib.import_module("." + mod, __package__)
+        except ImportError:
+            pass  # not written yet: that driver is simply not listed
+
+
+_load()
