@@ -29,12 +29,11 @@ def backend(name):
 
 def _load():
     import importlib
-    for mod in ("backend_vfs", "backend_overlay2", "backend_fuse_overlayfs",
-                "backend_btrfs", "backend_zfs"):
-        try:
-            importlib.import_module("." + mod, __package__)
-        except ImportError:
-            pass  # not written yet: that driver is simply not listed
+    import os
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in sorted(os.listdir(here)):
+        if name.startswith("backend_") and name.endswith(".py"):
+            importlib.import_module("." + name[:-3], __package__)
 
 
 _load()
