@@ -16,8 +16,10 @@ A name that is not valid UTF-8 goes in ``name_raw`` (base64) instead.
 Segment boundaries follow tar-split's ``asm.NewInputTarStream`` with its raw
 accounting reader: every byte read between two payloads (padding of the
 previous file, extension headers and their data, the entry header) is one
-segment, written just before the entry; the end-of-archive blocks and
-whatever follows them (read in 1 MiB chunks) are the last segments.
+segment, written just before the entry; the end-of-archive blocks are one
+segment, then whatever follows them in pieces of at most 1 MiB, then an
+empty segment: tar-split v0.11.1 (vendored by Docker 20.10) records every
+Read of the trailer, including the final empty one at EOF.
 """
 
 import base64
@@ -246,8 +248,13 @@ class Disassembler(object):
         if self._state in (self._META, self._PAD):
             raise ArchiveError("unexpected end of tar stream")
         # at a header boundary (with or without end-of-archive blocks): EOF
-        self._raw += self._buf
+        if self._state != self._TRAILER:
+            self._raw += self._buf
+            self._flush_segment()
+        # tar-split v0.11.1 (Docker 20.10) writes one segment per Read of
+        # what follows the archive, the last one being the empty read at EOF.
         self._flush_segment()
+        self.packer.add_segment(b"")
         self._state = self._DONE
 
     # -- states --
