@@ -1,0 +1,180 @@
+# -*- coding: utf-8 -*-
+# Copyright: strata.graphdriver contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One btrfs filesystem over a list of devices: create, grow, relabel.
+
+The filesystem is found through its devices (their btrfs UUID), never by
+label alone: two hosts' disks with the same label must not be confused.
+Devices are only ever added; a member the caller did not list stays unless
+``remove_unlisted`` says otherwise. Adding or removing needs the filesystem
+mounted: a mounted one is used where it is, else it is mounted for the
+operation under /run/strata-graphdriver and unmounted after.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+import re
+
+from ansible_collections.strata.graphdriver.plugins.module_utils import blockdev
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.command import Command
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import CommandError, GraphDriverError
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.fileutil import makedirs
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.mount import mounts
+
+RUN_DIR = os.environ.get("STRATA_GRAPHDRIVER_RUN_DIR", "/run/strata-graphdriver")
+
+_HEADER = re.compile(r"^Label:\s+(?:'(?P<label>.*)'|none)\s+uuid:\s+(?P<uuid>[0-9a-f-]+)")
+_DEVICE = re.compile(r"^\s*devid\s+(?P<devid>\d+)\s+size\s+\S+\s+used\s+\S+\s+path\s+(?P<path>\S+)")
+
+
+class BtrfsError(GraphDriverError):
+    pass
+
+
+def show(uuid):
+    """{"uuid", "label", "devices": [paths]} of the filesystem, None if unknown."""
+    try:
+        out = Command("btrfs", "filesystem", "show", uuid).run(timeout=60)
+    except CommandError:
+        return None
+    fs = None
+    for line in out.splitlines():
+        m = _HEADER.match(line.strip())
+        if m:
+            fs = {"uuid": m.group("uuid"), "label": m.group("label"), "devices": []}
+            continue
+        m = _DEVICE.match(line)
+        if m and fs is not None:
+            fs["devices"].append(m.group("path"))
+    return fs
+
+
+def mountpoint_of(members):
+    reals = set(os.path.realpath(d) for d in members)
+    for m in mounts():
+        if m.fstype == "btrfs" and os.path.realpath(m.source) in reals:
+            return m.mountpoint
+    return None
+
+
+class BtrfsPlan(object):
+    """The commands that bring the devices to one btrfs filesystem."""
+
+    def __init__(self, devices, label=None, data_profile=None, metadata_profile=None,
+                 force=False, remove_unlisted=False):
+        if not devices:
+            raise BtrfsError("btrfs_filesystem: list at least one device")
+        self.devices = list(devices)
+        self.label = label
+        self.force = force
+        self.commands = []
+        self.created = False
+        self.added = []
+        self.removed = []
+        self.unlisted = []
+        self.before = None
+        self._make(data_profile, metadata_profile, remove_unlisted)
+
+    def _make(self, data_profile, metadata_profile, remove_unlisted):
+        probes = dict((d, blockdev.blkid(d) if os.path.exists(d) else {}) for d in self.devices)
+        uuids = sorted(set(p.get("UUID") for p in probes.values() if p.get("TYPE") == "btrfs"))
+        if len(uuids) > 1 and not self.force:
+            raise BtrfsError("devices %s belong to different btrfs filesystems (%s): list the devices of one "
+                             "filesystem, or set force: true to recreate one over all of them"
+                             % (", ".join(self.devices), ", ".join(uuids)))
+        fs = show(uuids[0]) if len(uuids) == 1 else None
+        self.before = fs
+        if fs is None or self.force and len(uuids) > 1:
+            self._create(data_profile, metadata_profile)
+            return
+        self.uuid = fs["uuid"]
+        members = [os.path.realpath(d) for d in fs["devices"]]
+        new = [d for d in self.devices if os.path.realpath(d) not in members]
+        for d in new:
+            blockdev.check_writable(d, self.force)
+        listed = set(os.path.realpath(d) for d in self.devices)
+        self.unlisted = [d for d in fs["devices"] if os.path.realpath(d) not in listed]
+        ops = []
+        if new:
+            ops.append(Command(*(["btrfs", "device", "add"] + (["-f"] if self.force else []) + new + ["{mnt}"])))
+            self.added = new
+        if remove_unlisted and self.unlisted:
+            ops.append(Command(*(["btrfs", "device", "remove"] + self.unlisted + ["{mnt}"])))
+            self.removed = self.unlisted
+        if ops:
+            self._with_mount(fs, ops)
+        if self.label is not None and self.label != (fs["label"] or ""):
+            target = mountpoint_of(fs["devices"]) or fs["devices"][0]
+            self.commands.append(Command("btrfs", "filesystem", "label", target, self.label))
+
+    def _create(self, data_profile, metadata_profile):
+        for d in self.devices:
+            blockdev.check_writable(d, self.force)
+        argv = ["mkfs.btrfs"]
+        if self.force:
+            argv.append("-f")
+        if self.label:
+            argv += ["-L", self.label]
+        if data_profile:
+            argv += ["-d", data_profile]
+        if metadata_profile:
+            argv += ["-m", metadata_profile]
+        self.commands.append(Command(*(argv + self.devices)))
+        self.created = True
+
+    def _with_mount(self, fs, ops):
+        mnt = mountpoint_of(fs["devices"])
+        temporary = mnt is None
+        if temporary:
+            mnt = os.path.join(RUN_DIR, "btrfs-" + fs["uuid"])
+            # The kernel must know every member before a multi-device mount.
+            self.commands.append(Command(*(["btrfs", "device", "scan"] + fs["devices"])))
+            self.commands.append(Command("mount", "-t", "btrfs", fs["devices"][0], mnt))
+        for op in ops:
+            self.commands.append(Command(*[a.replace("{mnt}", mnt) for a in op.argv]))
+        if temporary:
+            self.commands.append(Command("umount", mnt))
+
+    @property
+    def changed(self):
+        return bool(self.commands)
+
+    def apply(self):
+        for cmd in self.commands:
+            if cmd.argv[0] == "mount":
+                makedirs(cmd.argv[-1], 0o700)
+            try:
+                cmd.run(timeout=600)
+            except CommandError as e:
+                self._unwind()
+                raise BtrfsError("%s (the filesystem on %s is as the commands before left it)"
+                                 % (e, ", ".join(self.devices)))
+        for cmd in self.commands:
+            if cmd.argv[0] == "umount":
+                _rmdir(cmd.argv[-1])
+
+    def _unwind(self):
+        # Never leave our temporary mount behind after a failure.
+        for cmd in self.commands:
+            if cmd.argv[0] == "umount":
+                Command("umount", cmd.argv[-1]).run(check=False)
+                _rmdir(cmd.argv[-1])
+
+    def result(self):
+        """The filesystem as it is now (call after apply, or for the plan)."""
+        uuid = None
+        for d in self.devices:
+            info = blockdev.blkid(d) if os.path.exists(d) else {}
+            if info.get("TYPE") == "btrfs":
+                uuid = info.get("UUID")
+                break
+        return show(uuid) if uuid else None
+
+
+def _rmdir(path):
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass

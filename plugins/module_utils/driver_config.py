@@ -1,0 +1,107 @@
+# -*- coding: utf-8 -*-
+# Copyright: strata.graphdriver contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Declare the storage driver in ``daemon.json``, safely.
+
+The plan is computed first and applied second, so that check mode shows
+exactly what a real run does. Two refusals protect the host: a driver this
+host cannot run (dockerd would not start), and a switch that would hide the
+images kept under another driver's home (Docker's own trap: it starts
+"empty" and the images look lost) unless the caller says ``force``.
+"""
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+import os
+
+from ansible_collections.strata.graphdriver.plugins.module_utils import daemon_json, engine_api
+from ansible_collections.strata.graphdriver.plugins.module_utils.host_report import storage_opts_dict
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import selection
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
+
+
+class Refused(GraphDriverError):
+    """The change asked for would break the engine or hide data."""
+
+
+def prior_drivers(report):
+    prior = report.get("prior_state") or []
+    if isinstance(prior, dict):
+        return [k for k, v in prior.items() if v]
+    return list(prior)
+
+
+class Plan(object):
+    """What ``storage_driver`` will do: the file before and after, and why."""
+
+    def __init__(self, path, before, after, driver, report, running):
+        self.path = path
+        self.before = before
+        self.after = after
+        self.driver = driver
+        self.report = report
+        self.running = running
+
+    @property
+    def changed(self):
+        return daemon_json.render(self.before) != daemon_json.render(self.after)
+
+    @property
+    def running_driver(self):
+        return (self.running or {}).get("driver")
+
+    @property
+    def restart_required(self):
+        # A running engine reads daemon.json only at start: it must restart
+        # after a change, or when it still runs something else.
+        if self.changed:
+            return True
+        return self.running is not None and self.running_driver != self.driver
+
+    def apply(self):
+        if self.changed:
+            daemon_json.write(self.path, self.after)
+
+    def diff(self):
+        return {"before": daemon_json.render(self.before) if os.path.exists(self.path) else "",
+                "after": daemon_json.render(self.after),
+                "before_header": self.path, "after_header": self.path}
+
+
+def plan(name, storage_opts=None, data_root=None, path=daemon_json.DEFAULT_PATH,
+         docker_host=engine_api.DEFAULT_HOST, engine_version=None, force=False):
+    """The Plan for declaring ``name`` ('auto' = Docker's pick); Refused when unsafe."""
+    before = daemon_json.read(path)
+    root = data_root or daemon_json.data_root(before)
+    running = engine_api.running_engine(docker_host)
+    version = engine_version or (running or {}).get("version") or engine_api.installed_version()
+    _, current_opts = daemon_json.storage_settings(before)
+    opts = storage_opts_dict(current_opts if storage_opts is None else storage_opts)
+    # configured=None: what Docker would do on its own is what 'auto' means.
+    report = selection.driver_report(root, engine_version=version, configured=None, options=opts)
+
+    driver = name
+    if name == "auto":
+        driver = report.get("pick")
+        if not driver:
+            raise Refused("Docker could not pick a storage driver for %s: %s"
+                          % (root, report.get("error") or report.get("pick_reason")))
+    status = (report.get("drivers") or {}).get(driver)
+    if status is None:
+        raise Refused("unknown storage driver %r; known: %s"
+                      % (driver, ", ".join(sorted(report.get("drivers") or {}))))
+    if not status.get("supported"):
+        raise Refused("storage driver %s cannot run on this host with data-root %s (backing filesystem %s): %s"
+                      % (driver, root, report.get("backing_fs"), status.get("reason")))
+
+    prior = prior_drivers(report)
+    hidden = [d for d in prior if d != driver]
+    if hidden and not force:
+        raise Refused("declaring %s would hide the images kept by %s under %s: migrate them first "
+                      "(strata.graphdriver.driver_migration), remove those directories, or set force: true "
+                      "to switch anyway" % (driver, ", ".join(hidden),
+                                            ", ".join(os.path.join(root, d) for d in hidden)))
+
+    after = daemon_json.with_storage(before, driver, storage_opts)
+    return Plan(path, before, after, driver, report, running)

@@ -1,0 +1,278 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: strata.graphdriver contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: driver_info
+short_description: Facts for choosing and checking Docker's storage driver
+version_added: 0.1.0
+description:
+  - Reports what a host can run and what it runs, the facts needed to choose a Docker storage driver
+    (graphdriver) and to check the choice.
+  - The kernel's filesystems, the backing filesystem of the data-root (C(statfs), the way Docker asks),
+    whether it supports C(d_type), the C(ftype) of an xfs backing filesystem.
+  - For every driver the collection knows, whether it is supported here and, if not, why.
+  - The driver Docker would pick for the engine version installed (or given): the priority order
+    changed in Engine 23 (overlay2 first), aufs was removed in 24 and devicemapper in 25, and
+    Engine 29 makes the containerd image store the default on fresh installs.
+  - What C(daemon.json) configures, and what the running engine reports (the equivalent of
+    C(docker info), asked over the engine's unix socket, when one answers).
+  - Which driver homes under the data-root hold prior state, and Docker's
+    "contains several valid graphdrivers" trap.
+author:
+  - strata.graphdriver team
+extends_documentation_fragment:
+  - strata.graphdriver.attributes
+  - strata.graphdriver.attributes.INFO_MODULE
+options:
+  data_root:
+    description:
+      - Docker's data-root.
+      - Defaults to C(data-root) in O(daemon_json), else C(/var/lib/docker).
+    type: path
+  daemon_json:
+    description: Path of the engine's configuration file.
+    type: path
+    default: /etc/docker/daemon.json
+  docker_host:
+    description:
+      - The running engine's API socket, C(unix://) only.
+      - When nothing answers there, RV(running) is V(null); that is not an error.
+    type: str
+    default: unix:///var/run/docker.sock
+  engine_version:
+    description:
+      - Engine version whose priority rules to apply, for example V(24.0.7).
+      - Defaults to the running engine's version, else C(dockerd --version).
+    type: str
+notes:
+  - Needs root to read the driver homes and run C(xfs_info).
+seealso:
+  - module: strata.graphdriver.storage_driver
+  - name: Docker storage drivers
+    description: Docker's guide to choosing a storage driver.
+    link: https://docs.docker.com/engine/storage/drivers/select-storage-driver/
+'''
+
+EXAMPLES = r'''
+- name: What can this host run, and what does it run?
+  strata.graphdriver.driver_info:
+  register: storage
+
+- name: Show why overlay2 is not supported here
+  ansible.builtin.debug:
+    msg: "{{ storage.drivers.overlay2.reason }}"
+  when: not storage.drivers.overlay2.supported
+
+- name: Fail when the running engine does not use the driver Docker would pick
+  ansible.builtin.assert:
+    that: storage.running.driver == storage.pick
+  when: storage.running is not none
+
+- name: Ask about an engine upgrade before doing it
+  strata.graphdriver.driver_info:
+    data_root: /srv/docker
+    engine_version: "25.0"
+  register: after_upgrade
+'''
+
+RETURN = r'''
+data_root:
+  description: The data-root examined.
+  returned: always
+  type: str
+  sample: /var/lib/docker
+data_root_exists:
+  description: Whether the data-root directory exists.
+  returned: always
+  type: bool
+mountpoint:
+  description: Mount point of the filesystem holding the data-root (or its nearest existing parent).
+  returned: always
+  type: str
+  sample: /var/lib/docker
+mount_source:
+  description: Device or source of that filesystem.
+  returned: always
+  type: str
+  sample: /dev/sdb1
+kernel_filesystems:
+  description: Filesystem types the running kernel knows (C(/proc/filesystems)).
+  returned: always
+  type: list
+  elements: str
+  sample: [btrfs, ext4, fuse, overlay, xfs]
+backing_fs:
+  description: Docker's name for the backing filesystem of the data-root.
+  returned: always
+  type: str
+  sample: xfs
+d_type:
+  description: Whether the backing filesystem returns file types in directory entries (overlay2 needs it).
+  returned: always
+  type: bool
+xfs_ftype:
+  description: C(ftype) of an xfs backing filesystem (overlay2 needs V(1)); V(null) on other filesystems.
+  returned: always
+  type: int
+  sample: 1
+overlay_native_diff:
+  description: Whether overlay2 can produce diffs natively on this kernel (else it uses the naive diff).
+  returned: when the library reports it
+  type: bool
+engine_version:
+  description: The engine version whose rules were applied.
+  returned: always
+  type: str
+  sample: 20.10.24+dfsg1
+installed_engine_version:
+  description: Version of the installed C(dockerd), V(null) when none is installed.
+  returned: always
+  type: str
+  sample: 20.10.24+dfsg1
+priority:
+  description: Docker's driver order for that engine version.
+  returned: always
+  type: list
+  elements: str
+  sample: [btrfs, zfs, overlay2, fuse-overlayfs, aufs, overlay, devicemapper, vfs]
+drivers:
+  description: For every driver the collection knows, whether it is supported on this host and why not.
+  returned: always
+  type: dict
+  sample: {"overlay2": {"supported": true, "reason": ""}, "btrfs": {"supported": false, "reason": "backing filesystem is xfs, not btrfs"}}
+supported:
+  description: Names of the supported drivers.
+  returned: always
+  type: list
+  elements: str
+  sample: [fuse-overlayfs, overlay2, vfs]
+prior_state:
+  description: Drivers whose home under the data-root holds state, in priority order.
+  returned: always
+  type: list
+  elements: str
+  sample: [overlay2]
+pick:
+  description: The driver Docker would use when C(daemon.json) names none; V(null) when it would fail to start.
+  returned: always
+  type: str
+  sample: overlay2
+pick_reason:
+  description: Why Docker would pick it.
+  returned: always
+  type: str
+  sample: first supported driver in priority order
+error:
+  description: Why Docker would fail to choose a driver, else V(null).
+  returned: always
+  type: str
+daemon_json:
+  description: What the engine's configuration file declares.
+  returned: always
+  type: dict
+  contains:
+    path:
+      description: The file.
+      type: str
+      returned: always
+    exists:
+      description: Whether it exists.
+      type: bool
+      returned: always
+    storage_driver:
+      description: Its C(storage-driver), V(null) when unset.
+      type: str
+      returned: always
+    storage_opts:
+      description: Its C(storage-opts).
+      type: list
+      elements: str
+      returned: always
+    data_root:
+      description: Its C(data-root).
+      type: str
+      returned: always
+    containerd_snapshotter:
+      description: Its C(features.containerd-snapshotter), V(null) when unset.
+      type: bool
+      returned: always
+running:
+  description: What the running engine reports, V(null) when no engine answers on O(docker_host).
+  returned: always
+  type: dict
+  contains:
+    docker_host:
+      description: The socket asked.
+      type: str
+      returned: success
+    version:
+      description: Engine version.
+      type: str
+      returned: success
+    api_version:
+      description: Engine API version.
+      type: str
+      returned: success
+    driver:
+      description: The storage driver it uses.
+      type: str
+      returned: success
+    driver_status:
+      description: Its C(DriverStatus) pairs.
+      type: dict
+      returned: success
+    data_root:
+      description: Its C(DockerRootDir).
+      type: str
+      returned: success
+    containerd_store:
+      description: Whether it keeps images in the containerd image store.
+      type: bool
+      returned: success
+containerd_image_store_default:
+  description: Whether that engine version defaults fresh installs to the containerd image store (Engine 29 and later).
+  returned: always
+  type: bool
+storage_warnings:
+  description: What an operator must act on, one sentence each (also emitted as Ansible warnings).
+  returned: always
+  type: list
+  elements: str
+  sample: ["the running engine uses vfs but daemon.json configures overlay2: restart the engine"]
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.strata.graphdriver.plugins.module_utils import host_report
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            data_root=dict(type='path'),
+            daemon_json=dict(type='path', default='/etc/docker/daemon.json'),
+            docker_host=dict(type='str', default='unix:///var/run/docker.sock'),
+            engine_version=dict(type='str'),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        facts = host_report.gather(data_root=p['data_root'], daemon_json_path=p['daemon_json'],
+                                   docker_host=p['docker_host'], engine_version=p['engine_version'])
+    except GraphDriverError as e:
+        module.fail_json(msg=str(e))
+    for w in facts['storage_warnings']:
+        module.warn(w)
+    module.exit_json(changed=False, **facts)
+
+
+if __name__ == '__main__':
+    main()

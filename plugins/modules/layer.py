@@ -1,0 +1,258 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: strata.graphdriver contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: layer
+short_description: One layer in a storage driver's home
+version_added: 0.1.0
+description:
+  - Creates, removes, mounts and unmounts one layer in the home of a Docker storage driver (graphdriver),
+    with the collection's Python implementation of that driver, writing Docker's on-disk layout.
+  - O(state=present) creates the layer (read-only, or read-write for a container), optionally on a parent
+    and filled from a layer tar on the host. Layers are immutable, as in Docker, so an existing layer is left
+    as it is, whatever O(tar) holds.
+  - O(state=mounted) makes sure the layer is mounted once (one persisted C(Get) reference), creating it
+    first if needed; O(state=unmounted) releases every reference.
+  - O(state=absent) removes it; a mounted layer is refused unless O(force=true).
+  - Works on the driver home directly, below Docker's layer store; use it on an engine's data-root only while
+    that engine is stopped.
+author:
+  - strata.graphdriver team
+extends_documentation_fragment:
+  - strata.graphdriver.attributes
+  - strata.graphdriver.attributes.CHANGES
+attributes:
+  check_mode:
+    details:
+      - Driver operations are not external commands; in check mode RV(commands) lists the driver API calls
+        that would be made, for example V(overlay2.create('l1', parent='base')).
+options:
+  id:
+    description: The layer id (a directory or dataset name in the home, no C(/)).
+    type: str
+    required: true
+    aliases: [name]
+  driver:
+    description: The storage driver.
+    type: str
+    required: true
+    choices: [aufs, btrfs, devicemapper, fuse-overlayfs, overlay2, vfs, zfs]
+  home:
+    description:
+      - The driver's home. Defaults to C(<data_root>/<driver>).
+    type: path
+  data_root:
+    description: Docker's data-root, used when O(home) is not given.
+    type: path
+    default: /var/lib/docker
+  options:
+    description: Driver options, as in C(storage-opts), for example C({"zfs.fsname": "tank/docker"}).
+    type: dict
+    default: {}
+  state:
+    description: What the layer should be.
+    type: str
+    choices: [present, absent, mounted, unmounted]
+    default: present
+  parent:
+    description: Parent layer id, for a new layer. Must exist.
+    type: str
+  read_write:
+    description: Create a read-write (container) layer instead of a read-only one.
+    type: bool
+    default: false
+  size:
+    description: Size limit of a new read-write layer (for example V(50M)), where the driver supports quotas.
+    type: str
+  tar:
+    description:
+      - A layer tar (plain or gzip) on the managed host, applied to a new layer.
+      - Its entries, whiteouts included, are applied the way Docker applies an image layer.
+    type: path
+  digest:
+    description:
+      - Compute RV(diff_id), the sha256 of the layer's diff tar. Reads the whole layer; turn off for big layers.
+    type: bool
+    default: true
+  force:
+    description: Allow O(state=absent) on a mounted layer (its references are released first).
+    type: bool
+    default: false
+seealso:
+  - module: strata.graphdriver.driver_info
+'''
+
+EXAMPLES = r'''
+- name: A base layer from an exported root filesystem
+  strata.graphdriver.layer:
+    driver: overlay2
+    home: /srv/lab/overlay2
+    id: base
+    tar: /tmp/rootfs.tar.gz
+  register: base
+
+- name: A container layer on top, limited to 50M (btrfs quota)
+  strata.graphdriver.layer:
+    driver: btrfs
+    home: /mnt/pool/btrfs
+    id: c1
+    parent: base
+    read_write: true
+    size: 50M
+
+- name: Mount it and use the path
+  strata.graphdriver.layer:
+    driver: overlay2
+    home: /srv/lab/overlay2
+    id: base
+    state: mounted
+  register: mounted
+
+- name: Unmount and remove
+  strata.graphdriver.layer:
+    driver: overlay2
+    home: /srv/lab/overlay2
+    id: base
+    state: absent
+'''
+
+RETURN = r'''
+id:
+  description: The layer id.
+  returned: always
+  type: str
+  sample: base
+home:
+  description: The driver home.
+  returned: always
+  type: str
+  sample: /var/lib/docker/overlay2
+exists:
+  description: Whether the layer exists after the run (in check mode, would exist).
+  returned: always
+  type: bool
+mounted:
+  description: Whether the layer holds a mount reference after the run.
+  returned: always
+  type: bool
+path:
+  description: The layer's root as mounted; V(null) unless O(state=mounted).
+  returned: always
+  type: str
+  sample: /var/lib/docker/overlay2/0f3c.../merged
+size:
+  description: Size in bytes of the layer's changes against its parent (Docker's C(DiffSize)).
+  returned: when the layer exists and not in check mode for a new layer
+  type: int
+  sample: 16448
+diff_id:
+  description: C(sha256:) digest of the layer's diff tar, Docker's DiffID. V(null) when O(digest=false).
+  returned: when the layer exists and not in check mode for a new layer
+  type: str
+  sample: sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef
+commands:
+  description: The driver API calls made (in check mode, that would be made), in order.
+  returned: always
+  type: list
+  elements: str
+  sample: ["overlay2.create('c1', parent='base')", "overlay2.get('c1')"]
+'''
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import new
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
+from ansible_collections.strata.graphdriver.plugins.module_utils.layer_state import LayerState, describe, mount_count
+
+# The library imports drivers by name on first use; name them here so that
+# Ansible ships them with the module. A driver not written yet is skipped.
+try:
+    from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import vfs  # noqa: F401 pylint: disable=unused-import
+except ImportError:
+    pass
+try:
+    from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import overlay2  # noqa: F401 pylint: disable=unused-import
+except ImportError:
+    pass
+try:
+    from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import btrfs  # noqa: F401 pylint: disable=unused-import
+except ImportError:
+    pass
+try:
+    from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import zfs  # noqa: F401 pylint: disable=unused-import
+except ImportError:
+    pass
+try:
+    from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import fuse_overlayfs  # noqa: F401 pylint: disable=unused-import
+except ImportError:
+    pass
+try:
+    from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import aufs  # noqa: F401 pylint: disable=unused-import
+except ImportError:
+    pass
+try:
+    from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import devicemapper  # noqa: F401 pylint: disable=unused-import
+except ImportError:
+    pass
+
+DRIVERS = ['aufs', 'btrfs', 'devicemapper', 'fuse-overlayfs', 'overlay2', 'vfs', 'zfs']
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            id=dict(type='str', required=True, aliases=['name']),
+            driver=dict(type='str', required=True, choices=DRIVERS),
+            home=dict(type='path'),
+            data_root=dict(type='path', default='/var/lib/docker'),
+            options=dict(type='dict', default={}),
+            state=dict(type='str', default='present', choices=['present', 'absent', 'mounted', 'unmounted']),
+            parent=dict(type='str'),
+            read_write=dict(type='bool', default=False),
+            size=dict(type='str'),
+            tar=dict(type='path'),
+            digest=dict(type='bool', default=True),
+            force=dict(type='bool', default=False),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    home = p['home'] or os.path.join(p['data_root'], p['driver'])
+    result = dict(changed=False, id=p['id'], home=home, commands=[], path=None)
+    if p['tar'] and not os.path.isfile(p['tar']):
+        module.fail_json(msg='layer tar %s does not exist on the host: copy it there first' % p['tar'], **result)
+    try:
+        drv = new(p['driver'], home, dict((k, str(v)) for k, v in p['options'].items()))
+        before = observe(drv, p['id'])
+        state = LayerState(drv, p['id'], parent=p['parent'], read_write=p['read_write'], size=p['size'],
+                           tar=p['tar'], force=p['force'])
+        changed = getattr(state, p['state'])(module.check_mode)
+        after = observe(drv, p['id'])
+        if module.check_mode and changed:
+            # Nothing was done: say what would be.
+            after = {'exists': p['state'] in ('present', 'mounted'), 'mounted': p['state'] == 'mounted'}
+        result.update(after, changed=changed, commands=state.commands, path=state.path)
+        if after['exists'] and drv.exists(p['id']):
+            result.update(describe(drv, p['id'], p['parent'], p['digest']))
+    except GraphDriverError as e:
+        module.fail_json(msg=str(e), **result)
+    if module._diff:
+        result['diff'] = {'before': before, 'after': after}
+    module.exit_json(**result)
+
+
+def observe(drv, layer_id):
+    exists = drv.exists(layer_id)
+    return {'exists': exists, 'mounted': exists and mount_count(drv, layer_id) > 0}
+
+
+if __name__ == '__main__':
+    main()

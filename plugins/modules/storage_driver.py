@@ -1,0 +1,222 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: strata.graphdriver contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: storage_driver
+short_description: Declare Docker's storage driver in daemon.json, safely
+version_added: 0.1.0
+description:
+  - Sets C(storage-driver) and C(storage-opts) in the engine's C(daemon.json), keeping every other key of
+    the file and their order. The file is replaced atomically.
+  - O(name=auto) declares the driver Docker itself would pick on this host for the installed engine version
+    (prior state first, then the first supported driver in Docker's priority order).
+  - Refuses a driver this host cannot run and says why (missing tool, wrong backing filesystem, no d_type).
+  - Refuses a switch that would hide the images kept under another driver's home unless O(force=true).
+  - Does not restart the engine; it returns RV(restart_required) so that a handler can.
+author:
+  - strata.graphdriver team
+extends_documentation_fragment:
+  - strata.graphdriver.attributes
+  - strata.graphdriver.attributes.CHANGES
+options:
+  name:
+    description:
+      - The storage driver, or V(auto) for Docker's pick on this host.
+    type: str
+    required: true
+    choices: [auto, aufs, btrfs, devicemapper, fuse-overlayfs, overlay2, vfs, zfs]
+  storage_opts:
+    description:
+      - Driver options, each C(key=value), for example V(overlay2.size=10G) or V(zfs.fsname=tank/docker).
+      - They are checked together with the driver on this host.
+      - When not given, the file's C(storage-opts) are kept. An empty list removes them.
+    type: list
+    elements: str
+  data_root:
+    description:
+      - Docker's data-root, where the driver's home and prior state are looked for.
+      - Defaults to C(data-root) in O(daemon_json), else C(/var/lib/docker).
+    type: path
+  daemon_json:
+    description: Path of the engine's configuration file; created (with its directory) when missing.
+    type: path
+    default: /etc/docker/daemon.json
+  docker_host:
+    description: The running engine's API socket (C(unix://) only), asked for the driver it really uses.
+    type: str
+    default: unix:///var/run/docker.sock
+  engine_version:
+    description:
+      - Engine version whose priority rules apply to O(name=auto).
+      - Defaults to the running engine's version, else C(dockerd --version).
+    type: str
+  force:
+    description:
+      - Declare the driver even when that hides the images kept by another driver under the data-root.
+      - Never makes an unsupported driver acceptable.
+    type: bool
+    default: false
+  check_running:
+    description:
+      - Fail unless an engine answers on O(docker_host) and really uses the declared driver.
+      - Use it after restarting the engine to verify the change took effect.
+    type: bool
+    default: false
+notes:
+  - Runs no command; in check mode RV(commands) is empty and the diff shows the file that would be written.
+seealso:
+  - module: strata.graphdriver.driver_info
+  - name: Docker daemon configuration file
+    description: Keys of daemon.json.
+    link: https://docs.docker.com/reference/cli/dockerd/#daemon-configuration-file
+'''
+
+EXAMPLES = r'''
+- name: Use the driver Docker would pick on this host
+  strata.graphdriver.storage_driver:
+    name: auto
+  register: driver
+  notify: Restart docker
+
+- name: overlay2 with a per-container size limit (xfs with pquota)
+  strata.graphdriver.storage_driver:
+    name: overlay2
+    storage_opts:
+      - overlay2.size=20G
+
+- name: ZFS on a given dataset
+  strata.graphdriver.storage_driver:
+    name: zfs
+    storage_opts:
+      - zfs.fsname=tank/docker
+
+- name: After the restart, verify the engine runs it
+  strata.graphdriver.storage_driver:
+    name: "{{ driver.driver }}"
+    check_running: true
+'''
+
+RETURN = r'''
+driver:
+  description: The driver declared (the resolved pick for O(name=auto)).
+  returned: success
+  type: str
+  sample: overlay2
+storage_opts:
+  description: The C(storage-opts) the file declares after the run.
+  returned: success
+  type: list
+  elements: str
+  sample: [overlay2.size=20G]
+path:
+  description: The configuration file.
+  returned: success
+  type: str
+  sample: /etc/docker/daemon.json
+restart_required:
+  description:
+    - Whether the engine must restart to use the declared driver
+      (the file changed, or a running engine uses another driver).
+  returned: success
+  type: bool
+running_driver:
+  description: The driver the running engine reports, V(null) when no engine answers.
+  returned: success
+  type: str
+  sample: vfs
+pick:
+  description: The driver Docker would pick on its own on this host.
+  returned: success
+  type: str
+  sample: overlay2
+pick_reason:
+  description: Why.
+  returned: success
+  type: str
+prior_state:
+  description: Drivers whose home under the data-root holds state.
+  returned: success
+  type: list
+  elements: str
+  sample: [overlay2]
+supported:
+  description: Every driver supported on this host.
+  returned: success
+  type: list
+  elements: str
+  sample: [overlay2, vfs]
+commands:
+  description: The commands run (or, in check mode, that would run); this module runs none.
+  returned: success
+  type: list
+  elements: str
+  sample: []
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.strata.graphdriver.plugins.module_utils import driver_config
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
+
+DRIVERS = ['auto', 'aufs', 'btrfs', 'devicemapper', 'fuse-overlayfs', 'overlay2', 'vfs', 'zfs']
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            name=dict(type='str', required=True, choices=DRIVERS),
+            storage_opts=dict(type='list', elements='str'),
+            data_root=dict(type='path'),
+            daemon_json=dict(type='path', default='/etc/docker/daemon.json'),
+            docker_host=dict(type='str', default='unix:///var/run/docker.sock'),
+            engine_version=dict(type='str'),
+            force=dict(type='bool', default=False),
+            check_running=dict(type='bool', default=False),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        plan = driver_config.plan(p['name'], storage_opts=p['storage_opts'], data_root=p['data_root'],
+                                  path=p['daemon_json'], docker_host=p['docker_host'],
+                                  engine_version=p['engine_version'], force=p['force'])
+        if not module.check_mode:
+            plan.apply()
+    except GraphDriverError as e:
+        module.fail_json(msg=str(e))
+
+    report = plan.report
+    result = dict(
+        changed=plan.changed,
+        driver=plan.driver,
+        storage_opts=list(plan.after.get('storage-opts') or []),
+        path=p['daemon_json'],
+        restart_required=plan.restart_required,
+        running_driver=plan.running_driver,
+        pick=report.get('pick'),
+        pick_reason=report.get('pick_reason'),
+        prior_state=driver_config.prior_drivers(report),
+        supported=sorted(n for n, d in (report.get('drivers') or {}).items() if d.get('supported')),
+        commands=[],
+    )
+    if module._diff:
+        result['diff'] = plan.diff()
+    if p['check_running']:
+        if plan.running is None:
+            module.fail_json(msg='check_running: no Docker engine answers on %s; start it, then run again'
+                             % p['docker_host'], **result)
+        if plan.running_driver != plan.driver:
+            module.fail_json(msg='check_running: the engine on %s runs the %s driver but %s declares %s: '
+                                 'restart the engine' % (p['docker_host'], plan.running_driver,
+                                                         p['daemon_json'], plan.driver), **result)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
