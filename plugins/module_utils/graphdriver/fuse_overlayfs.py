@@ -1,0 +1,120 @@
+"""The fuse-overlayfs driver (moby daemon/graphdriver/fuse-overlayfs).
+
+overlay2's layout, byte for byte (see overlay2.py), with three differences
+that are Docker's:
+
+* the union is mounted by the ``fuse-overlayfs`` program with the same
+  ``lowerdir=…,upperdir=…,workdir=…`` data (no index=off, no page-size
+  fallback: it is an argv, not a page of mount data), and unmounted by
+  ``fusermount3 -u`` (then ``fusermount -u``, then umount2);
+* ``work/`` is 0710, and no ``size`` storage option is accepted;
+* diffs are always naive, except that applying onto the direct parent
+  untars into ``diff/`` with aufs-style ``.wh.`` whiteout files, which
+  fuse-overlayfs understands (as containers/storage does).
+"""
+
+import contextlib
+import os
+
+from . import archive
+from .command import require_tool, run
+from .driver import register
+from .errors import CommandError, GraphDriverError, NotSupported
+from .fileutil import mkdir
+from .mount import MNT_DETACH, mounts, unmount
+from .naive import NaiveDiffDriver
+from .overlay2 import MERGED_DIR, Overlay2Driver, format_mount_label
+from .overlayutils import directory_size, kernel_version
+from .refcount import RefCounter
+
+BINARY = "fuse-overlayfs"
+UNMOUNT_TOOLS = ("fusermount3", "fusermount")
+
+
+@register
+class FuseOverlayfsDriver(Overlay2Driver):
+    name = "fuse-overlayfs"
+    work_mode = 0o710
+
+    def __init__(self, home, options=None):
+        # Docker's checks: the program on PATH and kernel 4.18 (FUSE
+        # features it needs); no test mount, no d_type check, no quota.
+        NaiveDiffDriver.__init__(self, home, options)
+        if self.options:
+            raise GraphDriverError("%s: unknown option %s"
+                                   % (self.name, ", ".join(sorted(self.options))))
+        self.binary = require_tool(self.name, BINARY)
+        if kernel_version() < (4, 18, 0):
+            raise NotSupported(self.name, "kernel %s is older than 4.18" % os.uname().release)
+        self._default_size = 0
+        self._quota = None
+        self._index_off = ""
+        self._userxattr = ""
+        self._make_home()
+        self._refs = RefCounter(self.name, self.home)
+
+    def create(self, id, parent=None, opts=None):
+        if opts:
+            raise GraphDriverError("layer %s: --storage-opt is not supported" % id)
+        self._create(id, parent, None)
+
+    def create_read_write(self, id, parent=None, opts=None):
+        if opts:
+            raise GraphDriverError("layer %s: --storage-opt is not supported" % id)
+        self._create(id, parent, None)
+
+    def status(self):
+        return []
+
+    # --- mounting ------------------------------------------------------
+
+    def _is_mounted(self, merged):
+        real = os.path.realpath(merged)
+        return any(m.mountpoint == real and m.fstype.startswith("fuse")
+                   for m in mounts())
+
+    def _mount_layer(self, id, path, lowers, mount_label):
+        merged = os.path.join(path, MERGED_DIR)
+        data = format_mount_label(self._mount_options(id, path, lowers, False), mount_label)
+        mkdir(merged, 0o700)
+        try:
+            run([self.binary, "-o", data, merged])
+        except CommandError as e:
+            with contextlib.suppress(OSError):
+                os.rmdir(merged)
+            raise GraphDriverError("layer %s: using mount program %s: %s"
+                                   % (id, BINARY, e.stderr.strip() or "<stderr empty>"))
+
+    def _unmount(self, mountpoint):
+        # containers/storage's fusermountU, as Docker copies it
+        for tool in UNMOUNT_TOOLS:
+            try:
+                run([tool, "-u", mountpoint])
+                return
+            except CommandError:
+                continue
+        # flush what the daemon holds before the kernel drops it
+        os.sync()
+        unmount(mountpoint, MNT_DETACH)
+
+    # --- diffs: naive, but apply onto the direct parent natively -------
+
+    def _use_naive_diff(self):
+        return True
+
+    def naive_diff_reason(self):
+        return "fuse-overlayfs always uses the naive diff"
+
+    def diff(self, id, parent=None):
+        return NaiveDiffDriver.diff(self, id, parent)
+
+    def diff_size(self, id, parent=None):
+        return NaiveDiffDriver.diff_size(self, id, parent)
+
+    def apply_diff(self, id, parent, stream):
+        if not self.is_parent(id, parent):
+            return NaiveDiffDriver.apply_diff(self, id, parent, stream)
+        diff = self._diff_path(id)
+        archive.apply_layer(diff, stream, whiteout_format=archive.AUFS, layer_id=id)
+        return directory_size(diff)
+

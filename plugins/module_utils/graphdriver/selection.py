@@ -1,0 +1,178 @@
+"""Which storage driver Docker would use on a data-root, and why.
+
+moby daemon/graphdriver/driver.go New():
+
+1. a driver named in the configuration is used, or the daemon fails;
+2. otherwise prior state: every driver but vfs whose ``<root>/<name>`` exists
+   and is not empty; the first of those in priority order must initialise,
+   and state for two drivers is an error ("contains several valid
+   graphdrivers");
+3. otherwise the first driver in priority order that initialises; a
+   not-supported error skips a driver, any other error is fatal.
+
+Every check here initialises the real driver, as dockerd does, but leaves
+nothing behind in a home that did not exist before.
+"""
+
+import contextlib
+import os
+
+from .backingfs import fs_name, nearest_existing
+from .driver import new, registered
+from .errors import GraphDriverError, NotSupported
+from .fileutil import remove_tree
+from .overlayutils import supports_d_type as _supports_d_type
+from .priority import priority
+
+VFS = "vfs"
+
+
+def backing_fs(path):
+    """Docker's name for the filesystem holding ``path`` (or its nearest
+    existing ancestor): 'extfs', 'xfs', 'btrfs' ..."""
+    return fs_name(nearest_existing(path))
+
+
+def supports_d_type(path):
+    """moby fsutils.SupportsDType on ``path`` (or its nearest existing
+    ancestor): a temp dir with a file, read back with its d_type."""
+    return _supports_d_type(nearest_existing(path))
+
+
+def _non_empty_dir(path):
+    # Docker's isEmptyDir: an unreadable directory counts as not empty.
+    try:
+        with os.scandir(path) as it:
+            for _ in it:
+                return True
+        return False
+    except FileNotFoundError:
+        return False
+    except NotADirectoryError:
+        return False
+    except OSError:
+        return True
+
+
+def prior_drivers(data_root, order):
+    """Drivers of ``order`` (but vfs) with a non-empty ``<data_root>/<name>``,
+    in ``order``'s order (Docker's scanPriorDrivers)."""
+    return [name for name in order
+            if name != VFS and _non_empty_dir(os.path.join(data_root, name))]
+
+
+def _try_driver(name, home, options=None):
+    """Initialise ``name`` at ``home`` and undo it: (supported, reason, fatal).
+
+    ``fatal`` is True for errors that are not "not supported": Docker stops
+    on those instead of trying the next driver.
+    """
+    home = os.path.abspath(home)
+    # What did not exist before is removed after: home and missing parents.
+    first_missing = None
+    probe = home
+    while not os.path.lexists(probe):
+        first_missing = probe
+        probe = os.path.dirname(probe)
+    drv = None
+    try:
+        drv = new(name, home, options)
+        return True, "", False
+    except NotSupported as e:
+        return False, e.reason, False
+    except GraphDriverError as e:
+        return False, str(e), True
+    except OSError as e:
+        return False, "%s: %s" % (name, e), True
+    finally:
+        # Only a home this check made is cleaned up: cleanup() of a home in
+        # use would unmount a running engine's containers.
+        if first_missing is not None:
+            if drv is not None:
+                with contextlib.suppress(GraphDriverError, OSError):
+                    drv.cleanup()
+            with contextlib.suppress(GraphDriverError, OSError):
+                remove_tree(first_missing)
+
+
+def check_driver(name, home, options=None):
+    """Can driver ``name`` run at ``home``? -> (supported, reason)."""
+    supported, reason, _ = _try_driver(name, home, options)
+    return supported, reason
+
+
+def driver_report(data_root, engine_version=None, configured=None, options=None):
+    """Everything Docker's selection looks at, and what it would pick.
+
+    Returns a dict with the keys ``backing_fs``, ``d_type``,
+    ``engine_version``, ``priority``, ``drivers`` ({name: {"supported",
+    "reason"}} for every registered driver), ``prior_state``, ``pick``,
+    ``pick_reason`` and ``error``.
+    """
+    data_root = os.path.abspath(data_root)
+    order = priority(engine_version)
+    results = {}
+    for name in registered():
+        supported, reason, fatal = _try_driver(name, os.path.join(data_root, name), options)
+        results[name] = {"supported": supported, "reason": reason, "fatal": fatal}
+    prior = prior_drivers(data_root, order)
+    # Docker lists every registered driver with state in the error, but only
+    # the ones it was built with: those are exactly its priority list.
+    report = {
+        "backing_fs": backing_fs(data_root),
+        "d_type": supports_d_type(data_root),
+        "engine_version": engine_version,
+        "priority": order,
+        "drivers": {n: {"supported": r["supported"], "reason": r["reason"]}
+                    for n, r in results.items()},
+        "prior_state": prior,
+        "pick": None,
+        "pick_reason": "",
+        "error": None,
+    }
+
+    def fail(message):
+        report["error"] = message
+        return report
+
+    if configured:
+        result = results.get(configured)
+        if result is None:
+            return fail("unknown storage driver %r (known: %s)"
+                        % (configured, ", ".join(registered())))
+        if not result["supported"]:
+            return fail("configured storage driver %s failed: %s"
+                        % (configured, result["reason"]))
+        report["pick"] = configured
+        report["pick_reason"] = "configured (storage-driver)"
+        return report
+
+    for name in order:
+        if name not in prior:
+            continue
+        result = results.get(name)
+        if result is None or not result["supported"]:
+            return fail("prior storage driver %s failed: %s" % (
+                name, result["reason"] if result else "not available in this library"))
+        if len(prior) > 1:
+            return fail("%s contains several valid graphdrivers: %s; cleanup or explicitly "
+                        "choose storage driver (-s <DRIVER>)" % (data_root, ", ".join(prior)))
+        report["pick"] = name
+        report["pick_reason"] = "prior state in %s" % os.path.join(data_root, name)
+        return report
+
+    skipped = []
+    for name in order:
+        result = results.get(name)
+        if result is None:
+            skipped.append("%s: not available in this library" % name)
+            continue
+        if result["supported"]:
+            report["pick"] = name
+            report["pick_reason"] = "first supported driver in priority order" + (
+                " (skipped: %s)" % "; ".join(skipped) if skipped else "")
+            return report
+        if result["fatal"]:
+            return fail("%s failed: %s" % (name, result["reason"]))
+        skipped.append("%s: %s" % (name, result["reason"]))
+    return fail("No supported storage backend found (%s)" % "; ".join(skipped))
