@@ -1,0 +1,192 @@
+"""A private, real ``dockerd`` for tests: its own data-root, exec-root and socket.
+
+    with dockerd(workdir, storage_driver="overlay2") as d:
+        d.docker("images")                 # the docker CLI with -H <our socket>
+        d.api("GET", "/info")              # HTTP over the unix socket
+
+The daemon starts its own managed containerd under our exec-root. On exit
+(also on failure) dockerd is stopped by pid (TERM, then KILL), then every
+process that still runs from our exec-root (containerd, shims) is killed by
+pid, and anything left mounted under our directories is unmounted.
+
+What ``docker run`` needs here: nothing beyond the flags below on this host
+(cgroup v1, seccomp and apparmor are present and work); ``--privileged``
+fails because a capability is missing in the sandbox, so tests don't use it.
+``--bridge=none --iptables=false --ip-masq=false`` keep the host's network
+untouched; containers run with ``--network none``.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import engine
+
+DOCKERD = "/usr/sbin/dockerd"
+
+
+class DockerdUnavailable(Exception):
+    """No dockerd here, or it does not start; the message says why."""
+
+
+class Dockerd(object):
+    def __init__(self, workdir, storage_driver, data_root, storage_opts=()):
+        self.workdir = workdir
+        self.storage_driver = storage_driver
+        self.data_root = data_root or os.path.join(workdir, "data")
+        self.exec_root = os.path.join(workdir, "exec")
+        self.socket = os.path.join(workdir, "docker.sock")
+        self.pidfile = os.path.join(workdir, "docker.pid")
+        self.log_path = os.path.join(workdir, "dockerd.log")
+        self.config_dir = os.path.join(workdir, "cli-config")
+        self.storage_opts = list(storage_opts)
+        self.proc = None
+
+    # -- clients --
+    def docker(self, *args, check=True, input=None, timeout=300):
+        """Run the docker CLI against this daemon; returns stdout (text)."""
+        argv = ["docker", "--config", self.config_dir, "-H", "unix://" + self.socket] + [
+            str(a) for a in args]
+        proc = subprocess.run(argv, input=input, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError("%s failed (%d): %s\n--- dockerd log tail:\n%s" % (
+                " ".join(argv), proc.returncode, proc.stderr.decode(errors="replace"),
+                self.log_tail()))
+        return proc.stdout.decode(errors="replace")
+
+    def api(self, method, path, timeout=30):
+        conn = engine._UnixHTTPConnection(self.socket, timeout)
+        try:
+            conn.request(method, path)
+            resp = conn.getresponse()
+            body = resp.read()
+            try:
+                return resp.status, json.loads(body.decode())
+            except ValueError:
+                return resp.status, body  # /_ping says "OK"
+        finally:
+            conn.close()
+
+    def log_tail(self, lines=30):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return ""
+
+    # -- lifecycle --
+    def start(self, timeout=60):
+        for d in (self.workdir, self.exec_root, self.config_dir):
+            os.makedirs(d, exist_ok=True)
+        argv = [DOCKERD,
+                "--data-root", self.data_root,
+                "--exec-root", self.exec_root,
+                "-H", "unix://" + self.socket,
+                "--pidfile", self.pidfile,
+                "--storage-driver", self.storage_driver,
+                "--bridge=none", "--iptables=false", "--ip-masq=false",
+                # keep the host's /etc/docker/daemon.json out of it
+                "--config-file", os.path.join(self.workdir, "daemon.json")]
+        for opt in self.storage_opts:
+            argv += ["--storage-opt", opt]
+        with open(os.path.join(self.workdir, "daemon.json"), "w") as f:
+            f.write("{}\n")
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            log.close()
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise DockerdUnavailable("dockerd exited with %s:\n%s"
+                                         % (self.proc.returncode, self.log_tail()))
+            if os.path.exists(self.socket):
+                try:
+                    status, _ = self.api("GET", "/_ping", timeout=5)
+                    if status == 200:
+                        return self
+                except OSError:
+                    pass
+            time.sleep(0.2)
+        raise DockerdUnavailable("dockerd did not answer on %s within %ss:\n%s"
+                                 % (self.socket, timeout, self.log_tail()))
+
+    def _our_pids(self):
+        """Processes started from our exec-root (containerd, shims): ours by path."""
+        pids = []
+        needle = self.exec_root.encode()
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) == os.getpid():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % name, "rb") as f:
+                    cmd = f.read()
+            except OSError:
+                continue
+            if needle in cmd:
+                pids.append(int(name))
+        return pids
+
+    def stop(self, timeout=30):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+        # containerd normally exits with dockerd; shims may outlive it
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            left = self._our_pids()
+            if not left:
+                break
+            time.sleep(0.3)
+        for pid in self._our_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._unmount_ours()
+
+    def _unmount_ours(self):
+        roots = tuple(p.rstrip("/") + "/" for p in (self.data_root, self.exec_root, self.workdir))
+        with open("/proc/self/mounts") as f:
+            points = [line.split()[1].encode().decode("unicode_escape") for line in f]
+        for mp in reversed(points):
+            if mp.startswith(roots):
+                subprocess.run(["umount", "-l", mp], check=False,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def available():
+    """None if a private dockerd can run here, else the reason why not."""
+    if os.geteuid() != 0:
+        return "dockerd needs root"
+    if not os.path.exists(DOCKERD):
+        return "%s is not installed (Debian package docker.io)" % DOCKERD
+    if not shutil.which("docker"):
+        return "the docker CLI is not installed"
+    return None
+
+
+@contextlib.contextmanager
+def dockerd(workdir, storage_driver="vfs", data_root=None, storage_opts=(), timeout=60):
+    """Start a private dockerd; yield a Dockerd; always stop it and its children."""
+    reason = available()
+    if reason:
+        raise DockerdUnavailable(reason)
+    d = Dockerd(workdir, storage_driver, data_root, storage_opts)
+    try:
+        d.start(timeout)
+        yield d
+    finally:
+        d.stop()
