@@ -1,0 +1,239 @@
+"""tar-split: CRC-64/ISO values, the JSON records, byte-identical round trips."""
+
+import base64
+import io
+import json
+import os
+import random
+import tarfile
+
+import pytest
+
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import crc64, tarsplit
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import (
+    ArchiveError)
+
+# Go's hash/crc64 crc64_test.go golden values for crc64.ISO
+GO_GOLDEN_ISO = [
+    (0x0000000000000000, b""),
+    (0x3420000000000000, b"a"),
+    (0x36c4200000000000, b"ab"),
+    (0x3776c42000000000, b"abc"),
+    (0x336776c420000000, b"abcd"),
+    (0x32d36776c4200000, b"abcde"),
+    (0x3002d36776c42000, b"abcdef"),
+    (0x31b002d36776c420, b"abcdefg"),
+    (0x0e21b002d36776c4, b"abcdefgh"),
+]
+
+
+def bitwise_crc64_iso(data):
+    """Reference: the reflected CRC one bit at a time, no tables, no folding."""
+    crc = (1 << 64) - 1
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xD800000000000000 if crc & 1 else crc >> 1
+    return crc ^ ((1 << 64) - 1)
+
+
+@pytest.mark.parametrize("want,data", GO_GOLDEN_ISO)
+def test_crc64_go_golden(want, data):
+    assert crc64.checksum(data) == want
+
+
+def test_crc64_matches_bitwise_reference_and_streams():
+    rnd = random.Random(42)
+    for n in (1, 7, 8, 9, 31, 32, 33, 64, 65, 127, 128, 129, 511, 4096, 70001):
+        data = bytes(rnd.getrandbits(8) for _ in range(n))
+        want = bitwise_crc64_iso(data)
+        assert crc64.checksum(data) == want, n
+        c = crc64.CRC64()
+        cut = rnd.randrange(n + 1)
+        c.update(data[:cut])
+        c.update(data[cut:])
+        assert c.value == want
+        assert c.digest() == want.to_bytes(8, "big")
+
+
+def _tar(entries, fmt=tarfile.PAX_FORMAT, tail=b""):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as t:
+        for e in entries:
+            name, kind = e[0], e[1]
+            ti = tarfile.TarInfo(name)
+            ti.mtime = 1600000000
+            ti.type = kind
+            data = None
+            if kind == tarfile.REGTYPE:
+                data = e[2]
+                ti.size = len(data)
+            elif kind in (tarfile.SYMTYPE, tarfile.LNKTYPE):
+                ti.linkname = e[2]
+            t.addfile(ti, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue() + tail
+
+
+def _split(data, chunk):
+    out = io.BytesIO()
+    d = tarsplit.Disassembler(tarsplit.Packer(out))
+    for i in range(0, len(data), chunk):
+        d.feed(data[i:i + chunk])
+    d.close()
+    return out.getvalue()
+
+
+def _records(js):
+    return [json.loads(line) for line in js.decode().splitlines()]
+
+
+def test_records_of_a_one_file_tar():
+    data = _tar([("a", tarfile.REGTYPE, b"hi")], fmt=tarfile.USTAR_FORMAT)
+    recs = _records(_split(data, 4096))
+    # header segment, the file, padding + end blocks, tarfile's record
+    # padding after them, the empty read at EOF
+    assert [r["type"] for r in recs] == [2, 1, 2, 2, 2]
+    assert [r["position"] for r in recs] == [0, 1, 2, 3, 4]
+    assert base64.b64decode(recs[0]["payload"]) == data[:512]
+    assert recs[1] == {"type": 1, "name": "a", "size": 2, "position": 1,
+                       "payload": base64.b64encode(
+                           bitwise_crc64_iso(b"hi").to_bytes(8, "big")).decode()}
+    assert base64.b64decode(recs[2]["payload"]) == data[514:2048]
+    assert base64.b64decode(recs[3]["payload"]) == data[2048:] == bytes(10240 - 2048)
+    assert recs[4]["payload"] == ""
+    # Go's encoder field order and spelling, one object a line
+    line = _split(data, 4096).splitlines()[1].decode()
+    assert line.startswith('{"type":1,"name":"a","size":2,"payload":"')
+    assert line.endswith('","position":1}')
+
+
+def test_empty_and_dir_entries_have_null_payload_and_no_size():
+    data = _tar([("d/", tarfile.DIRTYPE), ("d/e", tarfile.REGTYPE, b"")])
+    lines = [l for l in _split(data, 512).decode().splitlines() if '"type":1' in l]
+    assert lines == ['{"type":1,"name":"d/","payload":null,"position":1}',
+                     '{"type":1,"name":"d/e","payload":null,"position":3}']
+
+
+def test_go_json_escaping_of_names():
+    data = _tar([("a<b>&c\u2028", tarfile.REGTYPE, b"x")])
+    text = _split(data, 512).decode()
+    assert '"name":"a\\u003cb\\u003e\\u0026c\\u2028"' in text
+
+
+def test_non_utf8_name_goes_to_name_raw():
+    name = b"caf\xe9"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT,
+                      encoding="utf-8", errors="surrogateescape") as t:
+        ti = tarfile.TarInfo(name.decode("utf-8", "surrogateescape"))
+        ti.size = 1
+        t.addfile(ti, io.BytesIO(b"z"))
+    recs = _records(_split(buf.getvalue(), 100))
+    files = [r for r in recs if r["type"] == 1]
+    assert "name" not in files[0]
+    assert base64.b64decode(files[0]["name_raw"]) == name
+    entries = list(tarsplit.iter_entries(io.BytesIO(_split(buf.getvalue(), 100))))
+    assert [e.name for e in entries if e.type == 1] == [name]
+
+
+def _roundtrip(data, tmp_path, chunk):
+    js = _split(data, chunk)
+    root = tmp_path / ("root-%d" % chunk)
+    root.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(data)) as t:
+        t.extractall(str(root))
+    out = io.BytesIO()
+    n = tarsplit.assemble(tarsplit.iter_entries(io.BytesIO(js)), str(root), out)
+    assert n == len(data)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
+@pytest.mark.parametrize("chunk", [511, 512, 4096, 1 << 20])
+def test_round_trip_is_byte_identical(tmp_path, fmt, chunk):
+    long = "dir/" + "n" * 120 if fmt != tarfile.USTAR_FORMAT else "dir/" + "n" * 90
+    rnd = random.Random(7)
+    big = bytes(rnd.getrandbits(8) for _ in range(70000))
+    entries = [
+        ("dir/", tarfile.DIRTYPE),
+        ("dir/small", tarfile.REGTYPE, b"hello\n"),
+        ("dir/empty", tarfile.REGTYPE, b""),
+        ("dir/exact", tarfile.REGTYPE, b"e" * 512),
+        (long, tarfile.REGTYPE, big),
+        ("dir/link", tarfile.SYMTYPE, "small"),
+        ("dir/hard", tarfile.LNKTYPE, "dir/small"),
+    ]
+    if fmt == tarfile.PAX_FORMAT:
+        entries.append(("dir/ünïcode", tarfile.REGTYPE, b"u"))
+    data = _tar(entries, fmt=fmt, tail=bytes(5000))
+    assert _roundtrip(data, tmp_path, chunk) == data
+
+
+def test_round_trip_fed_byte_by_byte(tmp_path):
+    data = _tar([("d/", tarfile.DIRTYPE), ("d/" + "x" * 150, tarfile.REGTYPE, b"abc" * 300),
+                 ("d/l", tarfile.SYMTYPE, "y" * 200)])
+    assert _roundtrip(data, tmp_path, 1) == data
+
+
+def test_stream_without_end_blocks_round_trips(tmp_path):
+    data = _tar([("f", tarfile.REGTYPE, b"abc")])
+    cut = data[:1024]  # header + one data block, no end-of-archive blocks
+    assert _roundtrip(cut, tmp_path, 300) == cut
+
+
+def test_changed_file_is_named(tmp_path):
+    data = _tar([("a", tarfile.REGTYPE, b"one"), ("b", tarfile.REGTYPE, b"two")])
+    js = _split(data, 512)
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "a").write_bytes(b"one")
+    (root / "b").write_bytes(b"twO")
+    with pytest.raises(tarsplit.TarSplitError) as e:
+        tarsplit.assemble(tarsplit.iter_entries(io.BytesIO(js)), str(root), io.BytesIO())
+    assert e.value.entry == "b"
+    (root / "b").write_bytes(b"two!")
+    with pytest.raises(tarsplit.TarSplitError, match="longer") as e:
+        tarsplit.assemble(tarsplit.iter_entries(io.BytesIO(js)), str(root), io.BytesIO())
+    assert e.value.entry == "b"
+    os.unlink(str(root / "b"))
+    with pytest.raises(tarsplit.TarSplitError) as e:
+        tarsplit.assemble(tarsplit.iter_entries(io.BytesIO(js)), str(root), io.BytesIO())
+    assert e.value.entry == "b"
+
+
+def test_duplicate_paths_are_refused_like_tar_split():
+    data = _tar([("a", tarfile.REGTYPE, b"1"), ("./a", tarfile.REGTYPE, b"2")])
+    with pytest.raises(ArchiveError, match="duplicates"):
+        _split(data, 512)
+
+
+def test_truncated_and_corrupt_streams_fail():
+    data = _tar([("a", tarfile.REGTYPE, b"x" * 1000)])
+    with pytest.raises(ArchiveError, match="unexpected end"):
+        _split(data[:700], 512)
+    with pytest.raises(ArchiveError, match="unexpected end"):
+        _split(data[:100], 512)
+    bad = bytearray(data)
+    bad[0] ^= 0xFF  # the header checksum no longer matches
+    with pytest.raises(ArchiveError, match="checksum"):
+        _split(bytes(bad), 512)
+
+
+def test_gzip_file_round_trip(tmp_path):
+    data = _tar([("a", tarfile.REGTYPE, b"payload")])
+    path = str(tmp_path / "tar-split.json.gz")
+    w = tarsplit.open_writer(path)
+    d = tarsplit.Disassembler(tarsplit.Packer(w))
+    d.feed(data)
+    d.close()
+    w.close()
+    with open(path, "rb") as f:
+        head = f.read(10)
+    # gzip header as Go writes it: no name, mtime 0, OS unknown
+    assert head[:4] == b"\x1f\x8b\x08\x00" and head[4:8] == b"\0\0\0\0" and head[9] == 255
+    root = tmp_path / "r"
+    root.mkdir()
+    (root / "a").write_bytes(b"payload")
+    out = io.BytesIO()
+    tarsplit.assemble(tarsplit.read_entries(path), str(root), out)
+    assert out.getvalue() == data
