@@ -6,11 +6,12 @@ table as Docker does (no zfs.fsname option)."""
 import os
 
 from .backends import backend
-from .zfs_fuse import zfs_fuse_pool
 
 
 @backend("zfs")
 def zfs_backend(workdir, size_mb=512):
+    # Imported here: zfs_fuse imports backends, which loads this module.
+    from .zfs_fuse import zfs_fuse_pool
     with zfs_fuse_pool(directory=workdir, size_mb=size_mb) as pool:
         root = os.path.join(pool.mountpoint, "docker")
         pool.create_dataset("docker", root)

@@ -9,10 +9,12 @@ rather than touch it.
     with zfs_fuse_pool(directory) as pool:
         pool.name, pool.mountpoint    # strata-test-<pid>-<n>, mounted (fuse.zfs)
 
-On exit, even after a failure: the pool is destroyed, its file deleted, and
-the daemon (when the last user leaves) stopped by its pid.
+On exit, even after a failure: the pool is destroyed and its file deleted;
+the daemon is stopped by its pid when the process ends (or by
+``stop_idle_daemon()``).
 """
 
+import atexit
 import contextlib
 import os
 import signal
@@ -31,6 +33,7 @@ STOP_TIMEOUT = 20  # the daemon gives its workers 10 s to finish on SIGTERM
 _lock = threading.Lock()
 _daemon = None        # the one we started: (Popen, log path)
 _users = 0
+_atexit_registered = []
 _pool_serial = [0]
 
 
@@ -57,11 +60,14 @@ def other_daemons(exclude=None):
         if not entry.isdigit() or int(entry) == exclude:
             continue
         try:
-            with open("/proc/%s/comm" % entry) as f:
-                comm = f.read().strip()
+            with open("/proc/%s/stat" % entry) as f:
+                stat = f.read()
         except OSError:
             continue
-        if comm == "zfs-fuse":
+        # "pid (comm) state ...": a zombie (Z) serves nothing.
+        comm = stat[stat.find("(") + 1:stat.rfind(")")]
+        state = stat[stat.rfind(")") + 2:][:1]
+        if comm == "zfs-fuse" and state not in ("Z", "X"):
             found.append(int(entry))
     return found
 
@@ -155,12 +161,20 @@ def _zfs_fuse_mounts():
 
 @contextlib.contextmanager
 def zfs_fuse_daemon():
-    """A running zfs-fuse that this process started; shared by nested users,
-    stopped (by its pid) when the last one leaves. Yields its pid."""
+    """A running zfs-fuse that this process started, shared by every user in
+    the process. Yields its pid.
+
+    When the last user leaves the daemon lingers, idle (no pool), until the
+    next user or the end of the process (atexit), where it is stopped by its
+    pid: a SIGTERM'd zfs-fuse takes ~3 s to exit, which per test would be
+    most of a zfs test run. ``stop_idle_daemon()`` stops it at once."""
     global _daemon, _users
     with _lock:
         if _daemon is None or _daemon[0].poll() is not None:
             _daemon = _start()
+            if not _atexit_registered:
+                atexit.register(stop_idle_daemon)
+                _atexit_registered.append(True)
         _users += 1
         proc = _daemon[0]
     try:
@@ -168,9 +182,17 @@ def zfs_fuse_daemon():
     finally:
         with _lock:
             _users -= 1
-            if _users == 0 and _daemon is not None:
-                d, _daemon = _daemon, None
-                _stop(*d)
+
+
+def stop_idle_daemon():
+    """Stop our daemon now if nobody uses it; True if one was stopped."""
+    global _daemon
+    with _lock:
+        if _users or _daemon is None:
+            return False
+        d, _daemon = _daemon, None
+    _stop(*d)
+    return True
 
 
 class Pool(object):

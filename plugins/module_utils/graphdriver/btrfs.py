@@ -23,10 +23,7 @@ from .driver import check_id, register
 from .errors import (CommandError, GraphDriverError, IncompatibleFS, LayerExists,
                      LayerNotFound, QuotaError)
 from .fileutil import atomic_write, makedirs, mkdir, read_text, remove_tree
-try:
-    from .naive import NaiveDiffDriver
-except ImportError:  # until naive.py lands; diff/changes then unavailable
-    from .driver import Driver as NaiveDiffDriver
+from .naive import NaiveDiffDriver
 
 NAME = "btrfs"
 BTRFS_MAGIC = NAME_TO_MAGIC["btrfs"]

@@ -27,10 +27,7 @@ from .driver import check_id, register
 from .errors import (CommandError, GraphDriverError, IncompatibleFS, LayerNotFound,
                      PrerequisitesMissing)
 from .fileutil import makedirs, mkdir
-try:
-    from .naive import NaiveDiffDriver
-except ImportError:  # until naive.py lands; diff/changes then unavailable
-    from .driver import Driver as NaiveDiffDriver
+from .naive import NaiveDiffDriver
 from .refcount import RefCounter
 
 NAME = "zfs"
