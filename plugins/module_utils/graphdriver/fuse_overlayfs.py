@@ -19,7 +19,7 @@ import os
 from . import archive
 from .command import require_tool, run
 from .driver import register
-from .errors import CommandError, GraphDriverError, NotSupported
+from .errors import CommandError, GraphDriverError, NotSupported, QuotaError
 from .fileutil import mkdir
 from .mount import MNT_DETACH, mounts, unmount
 from .naive import NaiveDiffDriver
@@ -54,14 +54,20 @@ class FuseOverlayfsDriver(Overlay2Driver):
         self._refs = RefCounter(self.name, self.home)
 
     def create(self, id, parent=None, opts=None):
-        if opts:
-            raise GraphDriverError("layer %s: --storage-opt is not supported" % id)
+        self._refuse_storage_opts(id, opts)
         self._create(id, parent, None)
 
     def create_read_write(self, id, parent=None, opts=None):
-        if opts:
-            raise GraphDriverError("layer %s: --storage-opt is not supported" % id)
+        self._refuse_storage_opts(id, opts)
         self._create(id, parent, None)
+
+    @staticmethod
+    def _refuse_storage_opts(id, opts):
+        # Docker: errors.New("--storage-opt is not supported"); a size is
+        # a QuotaError here so that callers can tell "no quota" apart.
+        if opts:
+            cls = QuotaError if "size" in opts else GraphDriverError
+            raise cls("layer %s: --storage-opt is not supported" % id)
 
     def status(self):
         return []

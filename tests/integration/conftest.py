@@ -1,0 +1,47 @@
+"""Integration tests: at the end, a summary of skips per driver.
+
+A test says which driver it is about through ``user_properties``
+("driver", name) (the conformance suite does); otherwise the driver is
+taken from the module name, ``test_<driver>.py``.
+"""
+
+import collections
+import os
+
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import registered
+
+
+def _driver_of(report):
+    for key, value in getattr(report, "user_properties", ()):
+        if key == "driver":
+            return value
+    module = os.path.basename(report.nodeid.split("::", 1)[0])
+    stem = module[len("test_"):-len(".py")] if module.startswith("test_") else module
+    for name in registered():
+        if stem == name.replace("-", "_"):
+            return name
+    return "(other)"
+
+
+def _reason(report):
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        reason = longrepr[2]
+    else:
+        reason = str(longrepr)
+    return reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    by_driver = collections.defaultdict(collections.Counter)
+    for report in skipped:
+        by_driver[_driver_of(report)][_reason(report)] += 1
+    terminalreporter.section("skips per driver")
+    for name in sorted(by_driver):
+        total = sum(by_driver[name].values())
+        terminalreporter.write_line("%s: %d skipped" % (name, total))
+        for reason, count in by_driver[name].most_common():
+            terminalreporter.write_line("    %d x %s" % (count, reason))
