@@ -19,9 +19,11 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+import types
 
 from .backends import Unavailable
 
@@ -30,11 +32,27 @@ TOOLS = ("zfs-fuse", "zfs", "zpool")
 START_TIMEOUT = 15
 STOP_TIMEOUT = 20  # the daemon gives its workers 10 s to finish on SIGTERM
 
-_lock = threading.Lock()
-_daemon = None        # the one we started: (Popen, log path)
-_users = 0
-_atexit_registered = []
-_pool_serial = [0]
+
+
+def _shared_state():
+    """One state per process, however this module was imported: the test
+    tree is importable both as ``tests.support`` and through
+    ``ansible_collections...tests.support``, and two copies of this module
+    must still share one daemon (there can be only one on the host)."""
+    key = "_strata_zfs_fuse_state"
+    state = sys.modules.get(key)
+    if state is None:
+        state = types.ModuleType(key)
+        state.lock = threading.Lock()
+        state.daemon = None       # the one we started: (Popen, log path)
+        state.users = 0
+        state.atexit = False
+        state.pool_serial = 0
+        sys.modules[key] = state
+    return state
+
+
+_state = _shared_state()
 
 
 def _which(name):
@@ -168,29 +186,27 @@ def zfs_fuse_daemon():
     next user or the end of the process (atexit), where it is stopped by its
     pid: a SIGTERM'd zfs-fuse takes ~3 s to exit, which per test would be
     most of a zfs test run. ``stop_idle_daemon()`` stops it at once."""
-    global _daemon, _users
-    with _lock:
-        if _daemon is None or _daemon[0].poll() is not None:
-            _daemon = _start()
-            if not _atexit_registered:
+    with _state.lock:
+        if _state.daemon is None or _state.daemon[0].poll() is not None:
+            _state.daemon = _start()
+            if not _state.atexit:
                 atexit.register(stop_idle_daemon)
-                _atexit_registered.append(True)
-        _users += 1
-        proc = _daemon[0]
+                _state.atexit = True
+        _state.users += 1
+        proc = _state.daemon[0]
     try:
         yield proc.pid
     finally:
-        with _lock:
-            _users -= 1
+        with _state.lock:
+            _state.users -= 1
 
 
 def stop_idle_daemon():
     """Stop our daemon now if nobody uses it; True if one was stopped."""
-    global _daemon
-    with _lock:
-        if _users or _daemon is None:
+    with _state.lock:
+        if _state.users or _state.daemon is None:
             return False
-        d, _daemon = _daemon, None
+        d, _state.daemon = _state.daemon, None
     _stop(*d)
     return True
 
@@ -216,8 +232,10 @@ class Pool(object):
 def zfs_fuse_pool(directory=None, size_mb=512, name=None):
     """A fresh pool on a sparse file, served by a private zfs-fuse daemon."""
     with zfs_fuse_daemon() as pid:
-        _pool_serial[0] += 1
-        name = name or "strata-test-%d-%d" % (os.getpid(), _pool_serial[0])
+        with _state.lock:
+            _state.pool_serial += 1
+            serial = _state.pool_serial
+        name = name or "strata-test-%d-%d" % (os.getpid(), serial)
         workdir = tempfile.mkdtemp(prefix="strata-zpool-", dir=directory)
         image = os.path.join(workdir, "vdev.img")
         mountpoint = os.path.join(workdir, "mnt")
