@@ -131,35 +131,40 @@ def driver_report(data_root, engine_version=None, configured=None, options=None)
         "error": None,
     }
 
-    def fail(message):
-        report["error"] = message
-        return report
+    report["pick"], report["pick_reason"], report["error"] = pick(
+        data_root, order, results, prior, configured)
+    return report
 
+
+def pick(data_root, order, results, prior, configured=None):
+    """Docker's decision from what was found: (pick, pick_reason, error).
+
+    ``results``: {name: {"supported": bool, "reason": str, "fatal": bool}}
+    for the drivers this library has; ``prior``: drivers with state, in
+    priority order.
+    """
     if configured:
         result = results.get(configured)
         if result is None:
-            return fail("unknown storage driver %r (known: %s)"
-                        % (configured, ", ".join(registered())))
+            return None, "", "unknown storage driver %r (known: %s)" % (
+                configured, ", ".join(sorted(results)))
         if not result["supported"]:
-            return fail("configured storage driver %s failed: %s"
-                        % (configured, result["reason"]))
-        report["pick"] = configured
-        report["pick_reason"] = "configured (storage-driver)"
-        return report
+            return None, "", "configured storage driver %s failed: %s" % (
+                configured, result["reason"])
+        return configured, "configured (storage-driver)", None
 
     for name in order:
         if name not in prior:
             continue
         result = results.get(name)
         if result is None or not result["supported"]:
-            return fail("prior storage driver %s failed: %s" % (
-                name, result["reason"] if result else "not available in this library"))
+            return None, "", "prior storage driver %s failed: %s" % (
+                name, result["reason"] if result else "not available in this library")
         if len(prior) > 1:
-            return fail("%s contains several valid graphdrivers: %s; cleanup or explicitly "
-                        "choose storage driver (-s <DRIVER>)" % (data_root, ", ".join(prior)))
-        report["pick"] = name
-        report["pick_reason"] = "prior state in %s" % os.path.join(data_root, name)
-        return report
+            return None, "", ("%s contains several valid graphdrivers: %s; cleanup or "
+                              "explicitly choose storage driver (-s <DRIVER>)"
+                              % (data_root, ", ".join(prior)))
+        return name, "prior state in %s" % os.path.join(data_root, name), None
 
     skipped = []
     for name in order:
@@ -168,11 +173,9 @@ def driver_report(data_root, engine_version=None, configured=None, options=None)
             skipped.append("%s: not available in this library" % name)
             continue
         if result["supported"]:
-            report["pick"] = name
-            report["pick_reason"] = "first supported driver in priority order" + (
-                " (skipped: %s)" % "; ".join(skipped) if skipped else "")
-            return report
-        if result["fatal"]:
-            return fail("%s failed: %s" % (name, result["reason"]))
+            return name, "first supported driver in priority order" + (
+                " (skipped: %s)" % "; ".join(skipped) if skipped else ""), None
+        if result.get("fatal"):
+            return None, "", "%s failed: %s" % (name, result["reason"])
         skipped.append("%s: %s" % (name, result["reason"]))
-    return fail("No supported storage backend found (%s)" % "; ".join(skipped))
+    return None, "", "No supported storage backend found (%s)" % "; ".join(skipped)
