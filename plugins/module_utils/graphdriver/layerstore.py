@@ -464,7 +464,7 @@ class LayerStore(object):
             return layer
 
     # --- verifying ----------------------------------------------------------
-    def _diff_root(self, cache):
+    def diff_root(self, cache):
         """Where the layer's files are read: (path, release callable)."""
         if self.driver.name in ("overlay2", "fuse-overlayfs"):
             # moby overlay2 is a DiffGetterDriver: the layer's own diff dir
@@ -485,7 +485,7 @@ class LayerStore(object):
             finally:
                 stream.close()
             return layer
-        root, release = self._diff_root(layer.cache_id)
+        root, release = self.diff_root(layer.cache_id)
         try:
             tarsplit.assemble(tarsplit.read_entries(ts), root, out)
         finally:
