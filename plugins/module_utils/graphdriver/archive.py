@@ -1,19 +1,1116 @@
-"""Docker's layer tar rules: tar a tree, export changes, apply a layer (skeleton)."""
+"""Docker's layer tar rules (moby pkg/archive), in one place for every driver.
+
+* :func:`tar_tree` — ``TarWithOptions``: a tar of a tree, optionally of some
+  paths only, converting overlay whiteouts to the wire form;
+* :func:`export_changes` — ``ExportChanges``: a tar of a list of changes,
+  deletions as ``.wh.<name>`` entries;
+* :func:`apply_layer` — ``UnpackLayer`` (naive apply), or with
+  ``whiteout_format=OVERLAY`` what ``Unpack`` with the overlay whiteout
+  converter does (whiteouts kept on disk as 0/0 character devices, opaque
+  directories as ``trusted.overlay.opaque=y``).
+
+Streams returned here are readable binary file objects produced lazily:
+nothing is read from disk before the consumer reads, and ``close()`` stops
+production and then calls ``on_close`` (drivers unmount there: "diff() keeps
+the layer mounted until its stream is closed").
+
+Apply is all or nothing. Docker relies on a chroot to contain a hostile tar
+and leaves a half-applied layer on error; here every path is resolved from
+an open descriptor of the layer root, one component at a time with
+``O_NOFOLLOW``, so nothing can be written through a symlink, and every
+change is journaled so that any failure puts the layer back as it was:
+
+* paths the layer creates are recorded and removed on failure;
+* paths it replaces or deletes are not deleted but renamed into a stash
+  directory ``.strata-apply-<random>`` inside the layer root (inside, so the
+  rename never crosses a filesystem: the root may be a btrfs subvolume or a
+  mount), renamed back on failure and deleted on success;
+* metadata of existing directories it merges into (owner, mode, xattrs,
+  times) and the times of existing directories whose entries it changes are
+  saved and restored on failure.
+
+A crash in the middle leaves the stash directory in the root: the layer is
+then half applied (Docker's layer store never registered it and removes such
+layers); :func:`remove_stale_stash` deletes leftover stash directories if the
+layer is to be kept anyway.
+"""
+
+import errno
+import os
+import posixpath
+import re
+import stat
+import time
+
+from .errors import ArchiveError, BreakoutError, GraphDriverError
+from . import tarstream
+from .tarstream import (BLOCK, CHAR, BLOCKDEV, CONT, DIR, FIFO, LINK, REG, REGA,
+                        SYMLINK, XGLOBAL, MODE_TYPE_BITS, END_OF_ARCHIVE,
+                        encode_header)
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
 WHITEOUT_OPAQUE = ".wh..wh..opq"
+WHITEOUT_LINK_DIR = ".wh..wh.plnk"
 AUFS = "aufs"
 OVERLAY = "overlay"
 
+_WH = WHITEOUT_PREFIX.encode()
+_WH_META = WHITEOUT_META_PREFIX.encode()
+_WH_OPQ = WHITEOUT_OPAQUE.encode()
+_WH_PLNK = WHITEOUT_LINK_DIR.encode()
 
-def tar_tree(root, include=None, whiteout_format=AUFS, on_close=None):
-    raise NotImplementedError
+OPAQUE_XATTR = "trusted.overlay.opaque"
+CAPABILITY_XATTR = "security.capability"
+
+STASH_PREFIX = ".strata-apply-"
+_STASH_PREFIX_B = STASH_PREFIX.encode()
+
+_CHUNK = 1 << 20
+# Docker's Chtimes clamps times outside [epoch, maxTime] to the epoch.
+_MAX_NS = (1 << 63) - 1
+
+
+def _fs(path):
+    return path if isinstance(path, bytes) else os.fsencode(path)
+
+
+# ---------------------------------------------------------------------------
+# Streams
+# ---------------------------------------------------------------------------
+
+class ChunkStream(object):
+    """A readable binary file object over a generator of bytes chunks.
+
+    ``close()`` closes the generator (which releases its open files) and
+    then calls ``on_close`` once. An error raised while producing is raised
+    from ``read()``.
+    """
+
+    def __init__(self, chunks, on_close=None):
+        self._gen = chunks
+        self._on_close = on_close
+        self._pending = memoryview(b"")
+        self.closed = False
+
+    def readable(self):
+        return True
+
+    def writable(self):
+        return False
+
+    def seekable(self):
+        return False
+
+    def _next(self):
+        while not self._pending:
+            try:
+                chunk = next(self._gen)
+            except StopIteration:
+                return False
+            self._pending = memoryview(chunk)
+        return True
+
+    def readinto(self, b):
+        if self.closed:
+            raise ValueError("read from a closed layer stream")
+        view = memoryview(b).cast("B")
+        n = 0
+        while n < len(view) and self._next():
+            k = min(len(view) - n, len(self._pending))
+            view[n:n + k] = self._pending[:k]
+            self._pending = self._pending[k:]
+            n += k
+        return n
+
+    def read(self, size=-1):
+        if self.closed:
+            raise ValueError("read from a closed layer stream")
+        if size is None or size < 0:
+            parts = [bytes(self._pending)]
+            self._pending = memoryview(b"")
+            parts.extend(self._gen)
+            return b"".join(parts)
+        buf = bytearray(size)
+        n = self.readinto(buf)
+        del buf[n:]
+        return bytes(buf)
+
+    read1 = read
+
+    def readall(self):
+        return self.read()
+
+    def __iter__(self):
+        while True:
+            chunk = self.read(_CHUNK)
+            if not chunk:
+                return
+            yield chunk
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._gen.close()
+        finally:
+            cb, self._on_close = self._on_close, None
+            if cb is not None:
+                cb()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+# ---------------------------------------------------------------------------
+# Writing: addTarFile, TarWithOptions, ExportChanges
+# ---------------------------------------------------------------------------
+
+def _lgetxattr(path, name):
+    try:
+        return os.getxattr(path, name, follow_symlinks=False)
+    except OSError:
+        return None
+
+
+class _TarAppender(object):
+    """pkg/archive's tarAppender: one entry per path, hard links by inode."""
+
+    def __init__(self, whiteout_format=None):
+        self.seen = {}
+        self.overlay = whiteout_format == OVERLAY
+
+    def entry(self, path, name):
+        """Yield the chunks of the entry for ``path`` named ``name`` (bytes)."""
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return      # vanished since it was listed: Docker logs and goes on
+        fmt = stat.S_IFMT(st.st_mode)
+        if fmt == stat.S_IFSOCK:
+            return      # Docker skips sockets
+        isdir = fmt == stat.S_IFDIR
+        if isdir and not name.endswith(b"/"):
+            name += b"/"
+        mode = (st.st_mode & 0o7777) | MODE_TYPE_BITS[fmt]
+        size = 0
+        linkname = b""
+        devmajor = devminor = 0
+        typeflag = REG
+        if fmt == stat.S_IFREG:
+            size = st.st_size
+        elif isdir:
+            typeflag = DIR
+        elif fmt == stat.S_IFLNK:
+            typeflag = SYMLINK
+            linkname = os.readlink(path)
+        elif fmt in (stat.S_IFCHR, stat.S_IFBLK):
+            typeflag = CHAR if fmt == stat.S_IFCHR else BLOCKDEV
+            devmajor, devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        elif fmt == stat.S_IFIFO:
+            typeflag = FIFO
+        whiteout = self.overlay and typeflag == CHAR and st.st_rdev == 0
+        if not isdir and st.st_nlink > 1 and not whiteout:
+            # Docker keys hard links by inode number alone.
+            first = self.seen.get(st.st_ino)
+            if first is not None:
+                typeflag, linkname, size = LINK, first, 0
+            else:
+                self.seen[st.st_ino] = name
+        xattrs = None
+        cap = _lgetxattr(path, CAPABILITY_XATTR)
+        if cap is not None:
+            xattrs = {CAPABILITY_XATTR: cap}
+        mtime = st.st_mtime_ns // 1000000000      # Docker truncates to seconds
+        opaque_wo = None
+        if whiteout:
+            # overlayWhiteoutConverter.ConvertWrite: a 0/0 char device is
+            # the whiteout .wh.<name>, an empty 0600 regular file.
+            d, _, b = name.rpartition(b"/")
+            name = (d + b"/" if d else b"") + _WH + b
+            typeflag, mode, size, devmajor, devminor = REG, 0o600, 0, 0, 0
+        elif self.overlay and isdir:
+            if _lgetxattr(path, OPAQUE_XATTR) == b"y":
+                # The opaque marker: a regular file inheriting the directory's
+                # owner and permission bits, mtime zero (Go writes the epoch).
+                opaque_wo = encode_header(name + _WH_OPQ, mode & 0o777, st.st_uid,
+                                          st.st_gid, 0, 0, REG)
+        fd = None
+        if typeflag == REG and size:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return
+        try:
+            yield encode_header(name, mode, st.st_uid, st.st_gid, size, mtime, typeflag,
+                                linkname, devmajor, devminor, xattrs)
+            if opaque_wo is not None:
+                yield opaque_wo
+            if fd is not None:
+                left = size
+                while left:
+                    data = os.read(fd, min(left, _CHUNK))
+                    if not data:
+                        raise GraphDriverError(
+                            "%s shrank while it was being archived (tar entry %r)"
+                            % (os.fsdecode(path), os.fsdecode(name)))
+                    left -= len(data)
+                    yield data
+                pad = -size & (BLOCK - 1)
+                if pad:
+                    yield b"\0" * pad
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+
+def _walk(root, rel):
+    """Go's filepath.Walk below root/rel: depth first, names sorted bytewise."""
+    path = root + b"/" + rel if rel else root
+    try:
+        names = sorted(os.listdir(path))
+    except NotADirectoryError:
+        return
+    except FileNotFoundError:
+        return
+    for n in names:
+        child = rel + b"/" + n if rel else n
+        yield child
+        cpath = path + b"/" + n
+        try:
+            st = os.lstat(cpath)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            yield from _walk(root, child)
+
+
+def _compile_patterns(patterns):
+    """Docker's exclude patterns ('!' negates, last match wins; '*' stays in a
+    component), each matching a path or any of its parents."""
+    out = []
+    for p in patterns or ():
+        neg = p.startswith("!")
+        if neg:
+            p = p[1:]
+        p = posixpath.normpath(p).lstrip("/")
+        rx = ""
+        for c in p:
+            rx += "[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c)
+        out.append((neg, re.compile(os.fsencode("(?:%s)(?:/.*)?\\Z" % rx), re.S)))
+    return out
+
+
+def _excluded(rel, patterns):
+    hit = False
+    for neg, rx in patterns:
+        if rx.match(rel):
+            hit = not neg
+    return hit
+
+
+def _tree_chunks(root, include, whiteout_format, exclude):
+    appender = _TarAppender(whiteout_format)
+    patterns = _compile_patterns(exclude)
+    if include is None:
+        include = [b"."]
+    seen = set()
+    for inc in include:
+        inc = posixpath.normpath(_fs(inc)).lstrip(b"/")
+        if inc in (b"", b"."):
+            inc = b""
+        elif inc == b".." or inc.startswith(b"../"):
+            raise GraphDriverError("include path %r is outside %s" % (inc, os.fsdecode(root)))
+        names = []
+        if inc:
+            names.append(inc)
+            try:
+                if stat.S_ISDIR(os.lstat(root + b"/" + inc).st_mode):
+                    names = None
+            except FileNotFoundError:
+                continue
+        if names is None:
+            names = [inc]
+            names.extend(_walk(root, inc))
+        elif not inc:
+            names = _walk(root, b"")
+        for rel in names:
+            if rel in seen or not rel:
+                continue
+            if patterns and _excluded(rel, patterns):
+                continue
+            seen.add(rel)
+            yield from appender.entry(root + b"/" + rel, rel)
+    yield END_OF_ARCHIVE
+
+
+def tar_tree(root, include=None, whiteout_format=AUFS, on_close=None, exclude=None):
+    """Docker's TarWithOptions: a readable stream of the tree at ``root``.
+
+    ``include``: paths relative to root to archive (each walked in Docker's
+    order), default the whole tree (the root itself is not an entry).
+    ``whiteout_format=OVERLAY`` converts on-disk overlay whiteouts and opaque
+    directories to the wire form. ``exclude``: Docker exclude patterns
+    (aufs passes ``['.wh..wh.*', '!.wh..wh..opq']``).
+    """
+    root = _fs(os.path.abspath(root))
+    if not os.path.isdir(root):
+        raise GraphDriverError("cannot archive %s: not a directory" % os.fsdecode(root))
+    return ChunkStream(_tree_chunks(root, include, whiteout_format, exclude), on_close)
+
+
+def _changes_chunks(root, changes):
+    appender = _TarAppender(None)
+    items = sorted(changes, key=lambda c: _fs(c.path))   # Go sorts by path
+    for change in items:
+        p = _fs(change.path)
+        if change.kind == "D":
+            d, _, base = p.rpartition(b"/")
+            name = (d + b"/" + _WH + base).lstrip(b"/")
+            # Go rounds a header of unset format to the nearest second.
+            now = int(time.time() + 0.5)
+            yield encode_header(name, 0, 0, 0, 0, now, REG)
+        else:
+            rel = p.lstrip(b"/")
+            if not rel:
+                continue
+            yield from appender.entry(root + b"/" + rel, rel)
+    yield END_OF_ARCHIVE
 
 
 def export_changes(root, changes, on_close=None):
-    raise NotImplementedError
+    """Docker's ExportChanges: a readable tar stream of ``changes`` under ``root``."""
+    root = _fs(os.path.abspath(root))
+    return ChunkStream(_changes_chunks(root, list(changes)), on_close)
 
 
-def apply_layer(root, stream, whiteout_format=AUFS, layer_id=None):
-    raise NotImplementedError
+# ---------------------------------------------------------------------------
+# Applying: UnpackLayer, all or nothing
+# ---------------------------------------------------------------------------
+
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_O_NEWFILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_IGNORED_XATTR_ERRORS = (errno.ENOTSUP, errno.EPERM)
+_MAX_CACHED_DIRS = 2048
+
+
+def _clamp(ns):
+    return 0 if ns < 0 or ns > _MAX_NS else ns
+
+
+def _escapes(parent_rel, target):
+    """Would ``target`` (Go's filepath.Join semantics) climb above the root?"""
+    depth = parent_rel.count(b"/") + 1 if parent_rel else 0
+    for c in target.split(b"/"):
+        if c == b"..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif c and c != b".":
+            depth += 1
+    return False
+
+
+class _Saved(object):
+    """Metadata of an existing path, to restore it on rollback."""
+
+    __slots__ = ("mode", "uid", "gid", "atime", "mtime", "xattrs")
+
+    @classmethod
+    def of(cls, path):
+        st = os.lstat(path)
+        s = cls()
+        s.mode, s.uid, s.gid = st.st_mode, st.st_uid, st.st_gid
+        s.atime, s.mtime = st.st_atime_ns, st.st_mtime_ns
+        s.xattrs = None
+        if not stat.S_ISLNK(st.st_mode):
+            s.xattrs = {}
+            try:
+                for k in os.listxattr(path, follow_symlinks=False):
+                    try:
+                        s.xattrs[k] = os.getxattr(path, k, follow_symlinks=False)
+                    except OSError:
+                        pass
+            except OSError:
+                pass
+        return s
+
+    def restore(self, path, full=True):
+        if full:
+            os.chown(path, self.uid, self.gid, follow_symlinks=False)
+            if self.xattrs is not None:
+                try:
+                    current = os.listxattr(path, follow_symlinks=False)
+                except OSError:
+                    current = []
+                for k in current:
+                    if k not in self.xattrs:
+                        try:
+                            os.removexattr(path, k, follow_symlinks=False)
+                        except OSError:
+                            pass
+                for k, v in self.xattrs.items():
+                    try:
+                        os.setxattr(path, k, v, follow_symlinks=False)
+                    except OSError:
+                        pass
+            if not stat.S_ISLNK(self.mode):
+                os.chmod(path, stat.S_IMODE(self.mode))
+        os.utime(path, ns=(self.atime, self.mtime), follow_symlinks=False)
+
+
+class _Applier(object):
+
+    def __init__(self, root, whiteout_format, layer_id, chown):
+        self.root = _fs(os.path.abspath(root))
+        self.overlay = whiteout_format == OVERLAY
+        if whiteout_format not in (AUFS, OVERLAY):
+            raise GraphDriverError("unknown whiteout format %r" % (whiteout_format,))
+        self.layer = layer_id
+        self.chown = os.geteuid() == 0 if chown is None else chown
+        # Docker's UnpackLayer makes missing parents 0600 (umask 0 in its
+        # chroot); Unpack (the overlay path) makes them 0755.
+        self.parent_mode = 0o755 if self.overlay else 0o600
+        try:
+            self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise GraphDriverError("%s: cannot open layer root %s: %s"
+                                   % (self._who(), os.fsdecode(self.root), e.strerror))
+        self.root_saved = _Saved.of(self.root)
+        self.dirs = {b"": self.root_fd}     # rel dir -> open O_NOFOLLOW descriptor
+        self.new = set()                    # rel paths this apply created
+        self.journal = []                   # undo log, replayed backwards
+        self.saved_times = set()            # dirs whose times are journaled
+        self.saved_meta = set()             # paths whose metadata is journaled
+        self.unpacked = set()               # Docker's unpackedPaths
+        self.dir_times = []                 # (rel, atime_ns, mtime_ns) set at the end
+        self.stash_name = _STASH_PREFIX_B + os.urandom(8).hex().encode()
+        self.stash_fd = None
+        self.stash_seq = 0
+        self.root_touched = False
+        self.plnk = {}                      # aufs hard link dir: base -> (entry, stash name)
+        self.entry = None
+
+    def _who(self):
+        return "layer %s" % self.layer if self.layer else "apply"
+
+    # -- resolution -----------------------------------------------------
+    def _dir_fd(self, rel, create=False):
+        """Open descriptor of directory ``rel``; never follows a symlink."""
+        fd = self.dirs.get(rel)
+        if fd is not None:
+            return fd
+        parent, _, base = rel.rpartition(b"/")
+        pfd = self._dir_fd(parent, create)
+        try:
+            fd = os.open(base, _O_DIR, dir_fd=pfd)
+        except FileNotFoundError:
+            if not create:
+                raise
+            # Docker: MkdirAll(parent) for an entry whose parent is missing.
+            self._note_change(parent)
+            os.mkdir(base, self.parent_mode, dir_fd=pfd)
+            self._created(rel)
+            os.chmod(base, self.parent_mode, dir_fd=pfd)
+            fd = os.open(base, _O_DIR, dir_fd=pfd)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    raise BreakoutError(
+                        "%s: %r is a symlink: refusing to write through it"
+                        % (self._who(), os.fsdecode(rel)), self._entry_name())
+                raise ArchiveError("%s: %r is not a directory"
+                                   % (self._who(), os.fsdecode(rel)), self._entry_name())
+            raise
+        self.dirs[rel] = fd
+        return fd
+
+    def _drop_dirs(self, under=None):
+        """Forget cached directory descriptors (all, or ``under`` and below)."""
+        if under is None:
+            keys = [k for k in self.dirs if k]
+        else:
+            pre = under + b"/"
+            keys = [k for k in self.dirs if k == under or k.startswith(pre)]
+        for k in keys:
+            os.close(self.dirs.pop(k))
+
+    def _entry_name(self):
+        return os.fsdecode(self.entry.name) if self.entry is not None else None
+
+    def _proc(self, pfd, base):
+        return b"/proc/self/fd/%d/%s" % (pfd, base)
+
+    # -- journal ----------------------------------------------------------
+    def _created(self, rel):
+        parent = rel.rpartition(b"/")[0]
+        if parent not in self.new:
+            self.journal.append(("c", rel))
+        self.new.add(rel)
+
+    def _note_change(self, dir_rel):
+        """Entries of ``dir_rel`` are about to change: journal its times."""
+        if dir_rel in self.new or dir_rel in self.saved_times:
+            return
+        if not dir_rel:
+            self.root_touched = True
+            self.saved_times.add(dir_rel)
+            return      # the root's metadata is saved once, up front
+        pfd = self._dir_fd(dir_rel.rpartition(b"/")[0])
+        st = os.stat(dir_rel.rpartition(b"/")[2], dir_fd=pfd, follow_symlinks=False)
+        self.journal.append(("t", dir_rel, st.st_atime_ns, st.st_mtime_ns))
+        self.saved_times.add(dir_rel)
+
+    def _note_meta(self, rel, pfd, base):
+        """``rel`` (existing, not ours) is about to get new metadata."""
+        if rel in self.new or rel in self.saved_meta:
+            return
+        self.saved_meta.add(rel)
+        if not rel:
+            return      # the root: saved in __init__
+        self.journal.append(("m", rel, _Saved.of(self._proc(pfd, base))))
+
+    def _stash(self):
+        if self.stash_fd is None:
+            os.mkdir(self.stash_name, 0o700, dir_fd=self.root_fd)
+            self.stash_fd = os.open(self.stash_name, _O_DIR, dir_fd=self.root_fd)
+        return self.stash_fd
+
+    def _move_aside(self, rel, pfd, base, isdir):
+        """Docker's RemoveAll(rel), undoable: rename it into the stash."""
+        self._note_change(rel.rpartition(b"/")[0])
+        sfd = self._stash()
+        self.stash_seq += 1
+        slot = b"%d" % self.stash_seq
+        os.rename(base, slot, src_dir_fd=pfd, dst_dir_fd=sfd)
+        self.journal.append(("s", rel, slot))
+        if isdir:
+            self._drop_dirs(rel)
+        # Paths created in there are gone from the tree now.
+        if rel in self.new:
+            self.new.discard(rel)
+            if isdir:
+                pre = rel + b"/"
+                self.new = {p for p in self.new if not p.startswith(pre)}
+
+    def _remove_existing(self, rel, pfd, base):
+        try:
+            st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        self._move_aside(rel, pfd, base, stat.S_ISDIR(st.st_mode))
+        return st
+
+    # -- the apply loop -----------------------------------------------------
+    def run(self, stream):
+        size = 0
+        reader = tarstream.TarReader(stream)
+        try:
+            for entry in reader:
+                self.entry = entry
+                size += entry.size
+                self._apply(entry)
+            self.entry = None
+            self._finish()
+        finally:
+            reader.close()
+        return size
+
+    def _normalize(self, entry):
+        # filepath.Clean, and absolute names are relative to the root.
+        name = posixpath.normpath(entry.name).lstrip(b"/")
+        if name == b".." or name.startswith(b"../"):
+            raise BreakoutError("%s: %r is outside the layer root"
+                                % (self._who(), os.fsdecode(entry.name)), os.fsdecode(entry.name))
+        if name == b".":
+            return b""
+        if name.startswith(self.stash_name):
+            raise BreakoutError("%s: %r names the apply journal"
+                                % (self._who(), os.fsdecode(entry.name)), os.fsdecode(entry.name))
+        return name
+
+    def _apply(self, e):
+        tf = e.typeflag
+        if tf == XGLOBAL:
+            return
+        if len(self.dirs) > _MAX_CACHED_DIRS:
+            # Only between entries: callers hold descriptors within one.
+            self._drop_dirs()
+        rel = self._normalize(e)
+        parent, _, base = rel.rpartition(b"/")
+
+        if rel.startswith(_WH_META):
+            # aufs metadata (.wh..wh.plnk, .wh..wh.aufs) is skipped; files in
+            # the hard link directory are kept aside for links to them.
+            # .wh..wh..opq at the root is the root's opaque marker.
+            if rel.startswith(_WH_PLNK + b"/") and tf in (REG, REGA, CONT):
+                self._keep_plnk(e, base)
+            if rel != _WH_OPQ:
+                return
+
+        if not rel:
+            self._apply_root(e)
+            return
+
+        pfd = self._dir_fd(parent, create=True)
+
+        if base.startswith(_WH):
+            if base == _WH_OPQ:
+                self._opaque(parent, e)
+            else:
+                self._whiteout(parent, pfd, base[4:], e)
+            return
+
+        if tf in (REG, REGA, CONT):
+            self._regular(rel, parent, pfd, base, e)
+        elif tf == DIR:
+            self._directory(rel, parent, pfd, base, e)
+        elif tf == SYMLINK:
+            self._symlink(rel, parent, pfd, base, e)
+        elif tf == LINK:
+            self._hardlink(rel, parent, pfd, base, e)
+        elif tf in (CHAR, BLOCKDEV, FIFO):
+            self._device(rel, parent, pfd, base, e)
+        else:
+            raise ArchiveError("%s: unhandled tar header type %r" % (self._who(), tf),
+                               os.fsdecode(e.name))
+        self.unpacked.add(rel)
+
+    # Docker applies owner, xattrs, mode, times in this order: chown clears
+    # setuid/setgid, so the mode comes after it.
+    def _xattrs_fd(self, fd, e):
+        for k, v in e.xattrs.items():
+            try:
+                os.setxattr(fd, k, v)
+            except OSError as err:
+                if err.errno not in _IGNORED_XATTR_ERRORS:
+                    raise
+
+    def _xattrs_path(self, path, e):
+        for k, v in e.xattrs.items():
+            try:
+                os.setxattr(path, k, v, follow_symlinks=False)
+            except OSError as err:
+                if err.errno not in _IGNORED_XATTR_ERRORS:
+                    raise
+
+    def _times(self, e):
+        mtime = e.mtime_ns
+        atime = e.atime_ns
+        if atime is None or atime < mtime:
+            atime = mtime       # "last access should never be before last modified"
+        return _clamp(atime), _clamp(mtime)
+
+    def _create_file(self, rel, parent, pfd, base):
+        try:
+            fd = os.open(base, _O_NEWFILE, 0o600, dir_fd=pfd)
+        except FileExistsError:
+            self._remove_existing(rel, pfd, base)
+            fd = os.open(base, _O_NEWFILE, 0o600, dir_fd=pfd)
+            self._created(rel)
+            return fd
+        if parent not in self.new:
+            self._note_change(parent)
+            self.journal.append(("c", rel))
+        self.new.add(rel)
+        return fd
+
+    def _regular(self, rel, parent, pfd, base, e, data_from=None):
+        fd = self._create_file(rel, parent, pfd, base)
+        try:
+            if data_from is None:
+                if e.data_size:
+                    e.copy_to_fd(fd)
+            else:
+                _copy_fd(data_from, fd)
+            if self.chown:
+                os.fchown(fd, e.uid, e.gid)
+            if e.xattrs:
+                self._xattrs_fd(fd, e)
+            os.fchmod(fd, e.mode & 0o7777)
+            os.utime(fd, ns=self._times(e))
+        finally:
+            os.close(fd)
+
+    def _directory(self, rel, parent, pfd, base, e):
+        try:
+            os.mkdir(base, 0o700, dir_fd=pfd)
+        except FileExistsError:
+            st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                self._note_meta(rel, pfd, base)     # merge: metadata only
+            else:
+                self._move_aside(rel, pfd, base, False)
+                os.mkdir(base, 0o700, dir_fd=pfd)
+                self._created(rel)
+        else:
+            if parent not in self.new:
+                self._note_change(parent)
+                self.journal.append(("c", rel))
+            self.new.add(rel)
+        fd = self._dir_fd(rel)
+        if self.chown:
+            os.fchown(fd, e.uid, e.gid)
+        if e.xattrs:
+            self._xattrs_fd(fd, e)
+        os.fchmod(fd, e.mode & 0o7777)
+        self.dir_times.append((rel, e))
+
+    def _apply_root(self, e):
+        if e.typeflag != DIR:
+            raise ArchiveError("%s: refusing to replace the layer root with a non-directory"
+                               % self._who(), os.fsdecode(e.name))
+        if self.overlay:
+            return      # Unpack skips an existing "." directory
+        self.saved_meta.add(b"")
+        self.root_touched = True
+        fd = self.root_fd
+        if self.chown:
+            os.fchown(fd, e.uid, e.gid)
+        if e.xattrs:
+            self._xattrs_fd(fd, e)
+        os.fchmod(fd, e.mode & 0o7777)
+        self.dir_times.append((b"", e))
+        self.unpacked.add(b"")
+
+    def _symlink(self, rel, parent, pfd, base, e):
+        if _escapes(parent, e.linkname):
+            raise BreakoutError("%s: invalid symlink %r -> %r"
+                                % (self._who(), os.fsdecode(rel), os.fsdecode(e.linkname)),
+                                os.fsdecode(e.name))
+        try:
+            os.symlink(e.linkname, base, dir_fd=pfd)
+        except FileExistsError:
+            self._remove_existing(rel, pfd, base)
+            os.symlink(e.linkname, base, dir_fd=pfd)
+            self._created(rel)
+        else:
+            if parent not in self.new:
+                self._note_change(parent)
+                self.journal.append(("c", rel))
+            self.new.add(rel)
+        if self.chown:
+            os.chown(base, e.uid, e.gid, dir_fd=pfd, follow_symlinks=False)
+        if e.xattrs:
+            self._xattrs_path(self._proc(pfd, base), e)
+        # lutimes with Docker's unclamped times.
+        mtime = e.mtime_ns
+        atime = e.atime_ns if e.atime_ns is not None and e.atime_ns >= mtime else mtime
+        os.utime(base, ns=(atime, mtime), dir_fd=pfd, follow_symlinks=False)
+
+    def _hardlink(self, rel, parent, pfd, base, e):
+        target = posixpath.normpath(e.linkname).lstrip(b"/")
+        if target == b".." or target.startswith(b"../") or target in (b"", b"."):
+            raise BreakoutError("%s: invalid hardlink %r -> %r"
+                                % (self._who(), os.fsdecode(rel), os.fsdecode(e.linkname)),
+                                os.fsdecode(e.name))
+        if target.startswith(_WH_PLNK + b"/"):
+            self._plnk_link(rel, parent, pfd, base, e, target)
+            return
+        if target.startswith(self.stash_name):
+            raise BreakoutError("%s: hardlink %r names the apply journal"
+                                % (self._who(), os.fsdecode(rel)), os.fsdecode(e.name))
+        tparent, _, tbase = target.rpartition(b"/")
+        try:
+            tpfd = self._dir_fd(tparent)
+            tst = os.stat(tbase, dir_fd=tpfd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise ArchiveError("%s: hardlink %r -> %r: target does not exist"
+                               % (self._who(), os.fsdecode(rel), os.fsdecode(e.linkname)),
+                               os.fsdecode(e.name))
+        if stat.S_ISDIR(tst.st_mode):
+            raise ArchiveError("%s: hardlink %r -> %r: target is a directory"
+                               % (self._who(), os.fsdecode(rel), os.fsdecode(e.linkname)),
+                               os.fsdecode(e.name))
+        if target == rel:
+            raise ArchiveError("%s: hardlink %r to itself" % (self._who(), os.fsdecode(rel)),
+                               os.fsdecode(e.name))
+        try:
+            os.link(tbase, base, src_dir_fd=tpfd, dst_dir_fd=pfd, follow_symlinks=False)
+        except FileExistsError:
+            self._remove_existing(rel, pfd, base)
+            tpfd = self._dir_fd(tparent)
+            os.link(tbase, base, src_dir_fd=tpfd, dst_dir_fd=pfd, follow_symlinks=False)
+            self._created(rel)
+        else:
+            if parent not in self.new:
+                self._note_change(parent)
+                self.journal.append(("c", rel))
+            self.new.add(rel)
+        # Docker then applies the link header's owner, xattrs, mode and
+        # times to the shared inode, unless it is a symlink.
+        if not stat.S_ISLNK(tst.st_mode):
+            self._note_meta(target, tpfd, tbase)
+        if self.chown:
+            os.chown(base, e.uid, e.gid, dir_fd=pfd, follow_symlinks=False)
+        if e.xattrs:
+            self._xattrs_path(self._proc(pfd, base), e)
+        if not stat.S_ISLNK(tst.st_mode):
+            os.chmod(base, e.mode & 0o7777, dir_fd=pfd)
+            os.utime(base, ns=self._times(e), dir_fd=pfd, follow_symlinks=False)
+
+    def _device(self, rel, parent, pfd, base, e):
+        kind = {CHAR: stat.S_IFCHR, BLOCKDEV: stat.S_IFBLK, FIFO: stat.S_IFIFO}[e.typeflag]
+        dev = os.makedev(e.devmajor, e.devminor)
+        try:
+            os.mknod(base, kind | (e.mode & 0o7777), dev, dir_fd=pfd)
+        except FileExistsError:
+            self._remove_existing(rel, pfd, base)
+            os.mknod(base, kind | (e.mode & 0o7777), dev, dir_fd=pfd)
+            self._created(rel)
+        else:
+            if parent not in self.new:
+                self._note_change(parent)
+                self.journal.append(("c", rel))
+            self.new.add(rel)
+        if self.chown:
+            os.chown(base, e.uid, e.gid, dir_fd=pfd, follow_symlinks=False)
+        if e.xattrs:
+            self._xattrs_path(self._proc(pfd, base), e)
+        os.chmod(base, e.mode & 0o7777, dir_fd=pfd)
+        os.utime(base, ns=self._times(e), dir_fd=pfd, follow_symlinks=False)
+
+    # -- whiteouts ----------------------------------------------------------
+    def _whiteout(self, parent, pfd, victim, e):
+        rel = parent + b"/" + victim if parent else victim
+        if not victim or victim in (b".", b".."):
+            raise ArchiveError("%s: bad whiteout" % self._who(), os.fsdecode(e.name))
+        if rel.startswith(self.stash_name):
+            raise BreakoutError("%s: whiteout names the apply journal" % self._who(),
+                                os.fsdecode(e.name))
+        self._remove_existing(rel, pfd, victim)
+        if self.overlay:
+            # overlayWhiteoutConverter.ConvertRead: mknod(name, S_IFCHR, 0),
+            # owned as the whiteout entry.
+            os.mknod(victim, stat.S_IFCHR, 0, dir_fd=pfd)
+            self._created(rel)
+            if self.chown:
+                os.chown(victim, e.uid, e.gid, dir_fd=pfd, follow_symlinks=False)
+
+    def _opaque(self, parent, e):
+        pfd = self._dir_fd(parent)
+        if self.overlay:
+            if parent:
+                gp, _, b = parent.rpartition(b"/")
+                self._note_meta(parent, self._dir_fd(gp), b)
+            else:
+                self.saved_meta.add(b"")
+            os.setxattr(pfd, OPAQUE_XATTR, b"y")
+            return
+        self._clear_opaque(parent)
+
+    def _clear_opaque(self, dir_rel):
+        """Remove what the layer did not write below ``dir_rel`` (Docker's walk)."""
+        dfd = self._dir_fd(dir_rel)
+        for name in sorted(os.listdir(dfd)):
+            name = os.fsencode(name)
+            if not dir_rel and name == self.stash_name:
+                continue
+            rel = dir_rel + b"/" + name if dir_rel else name
+            if rel in self.unpacked:
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    self._clear_opaque(rel)
+                    dfd = self._dir_fd(dir_rel)
+            else:
+                self._remove_existing(rel, dfd, name)
+
+    # -- aufs hard link directory ---------------------------------------------
+    def _keep_plnk(self, e, base):
+        """Docker extracts .wh..wh.plnk/* aside so that links to them resolve."""
+        sfd = self._stash()
+        self.stash_seq += 1
+        slot = b"plnk-%d" % self.stash_seq
+        fd = os.open(slot, _O_NEWFILE, 0o600, dir_fd=sfd)
+        try:
+            if e.data_size:
+                e.copy_to_fd(fd)
+        finally:
+            os.close(fd)
+        self.plnk[base] = (e, slot)
+
+    def _plnk_link(self, rel, parent, pfd, base, e, target):
+        src = self.plnk.get(target.rpartition(b"/")[2])
+        if src is None:
+            raise ArchiveError("%s: invalid aufs hardlink %r" % (self._who(), os.fsdecode(rel)),
+                               os.fsdecode(e.name))
+        src_entry, slot = src
+        sfd = os.open(slot, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._stash())
+        try:
+            self._regular(rel, parent, pfd, base, src_entry, data_from=sfd)
+        finally:
+            os.close(sfd)
+
+    # -- end and undo ---------------------------------------------------------
+    def _finish(self):
+        # Directory times last, as Docker: creating entries changed them.
+        # Docker passes a zero atime, which its Chtimes turns into the epoch.
+        root_times = None
+        for rel, e in self.dir_times:
+            atime = _clamp(e.atime_ns) if e.atime_ns is not None else 0
+            if not rel:
+                root_times = (atime, _clamp(e.mtime_ns))
+                continue
+            parent, _, base = rel.rpartition(b"/")
+            try:
+                pfd = self._dir_fd(parent)
+                os.utime(base, ns=(atime, _clamp(e.mtime_ns)), dir_fd=pfd,
+                         follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError, ArchiveError):
+                pass    # deleted or replaced later in this layer
+        self._drop_dirs()
+        if self.stash_fd is not None:
+            os.close(self.stash_fd)
+            self.stash_fd = None
+            _remove_tree_at(self.root_fd, self.stash_name)
+        if root_times is not None:
+            os.utime(self.root_fd, ns=root_times)
+        elif not self.root_touched and b"" not in self.saved_meta:
+            # Only the stash came and went: the root looks untouched.
+            os.utime(self.root_fd, ns=(self.root_saved.atime, self.root_saved.mtime))
+
+    def rollback(self):
+        errors = []
+        self._drop_dirs()
+        if self.stash_fd is not None:
+            os.close(self.stash_fd)
+            self.stash_fd = None
+        root = self.root
+        stash = root + b"/" + self.stash_name
+        times = []
+        for op in reversed(self.journal):
+            try:
+                kind, rel = op[0], op[1]
+                path = root + b"/" + rel
+                if kind == "c":
+                    _remove_path(path)
+                elif kind == "s":
+                    _remove_path(path)
+                    os.rename(stash + b"/" + op[2], path)
+                elif kind == "m":
+                    if os.path.lexists(path):
+                        op[2].restore(path)
+                elif kind == "t":
+                    times.append(op)
+            except OSError as e:
+                errors.append("%s: %s" % (os.fsdecode(op[1]), e))
+        try:
+            _remove_path(stash)
+        except OSError as e:
+            errors.append("%s: %s" % (os.fsdecode(stash), e))
+        for _, rel, atime, mtime in times:
+            try:
+                os.utime(root + b"/" + rel, ns=(atime, mtime), follow_symlinks=False)
+            except OSError as e:
+                errors.append("%s: %s" % (os.fsdecode(rel), e))
+        try:
+            self.root_saved.restore(root, full=b"" in self.saved_meta)
+        except OSError as e:
+            errors.append("%s: %s" % (os.fsdecode(root), e))
+        return errors
+
+    def close(self):
+        self._drop_dirs()
+        if self.stash_fd is not None:
+            os.close(self.stash_fd)
+        os.close(self.root_fd)
+
+
+def _remove_path(path):
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        from .fileutil import remove_tree
+        remove_tree(path)
+    else:
+        os.unlink(path)
+
+
+def _remove_tree_at(dfd, name):
+    """rm -rf of ``name`` in directory ``dfd`` without following symlinks."""
+    try:
+        fd = os.open(name, _O_DIR, dir_fd=dfd)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            return
+        if e.errno in (errno.ENOTDIR, errno.ELOOP):
+            os.unlink(name, dir_fd=dfd)
+            return
+        raise
+    try:
+        for entry in os.scandir(fd):
+            if entry.is_dir(follow_symlinks=False):
+                _remove_tree_at(fd, entry.name)
+            else:
+                os.unlink(entry.name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=dfd)
+
+
+def _copy_fd(src, dst):
+    while True:
+        data = os.read(src, _CHUNK)
+        if not data:
+            return
+        tarstream._write_all(dst, data)
+
+
+def apply_layer(root, stream, whiteout_format=AUFS, layer_id=None, chown=None):
+    """Apply the layer tar ``stream`` onto ``root`` (Docker's UnpackLayer).
+
+    Returns the sum of the entries' header sizes (Docker's ApplyDiff size).
+    All or nothing: on any failure the tree under ``root`` is restored and a
+    GraphDriverError naming the layer and tar entry is raised. ``chown``
+    (default: when running as root) sets owners from the tar.
+    """
+    applier = _Applier(root, whiteout_format, layer_id, chown)
+    try:
+        try:
+            return applier.run(stream)
+        except BaseException as e:
+            entry = applier._entry_name()
+            problems = applier.rollback()
+            suffix = ""
+            if problems:
+                suffix = "; ROLLBACK INCOMPLETE: " + "; ".join(problems)
+            if isinstance(e, ArchiveError):
+                if suffix:
+                    raise type(e)(str(e) + suffix) from e
+                if applier.layer and applier.layer not in str(e):
+                    raise type(e)("%s: %s" % (applier._who(), e)) from e
+                raise
+            if isinstance(e, GraphDriverError):
+                raise GraphDriverError("%s: %s%s" % (applier._who(), e, suffix)) from e
+            if isinstance(e, OSError):
+                raise GraphDriverError("%s: applying tar entry %r: %s%s" % (
+                    applier._who(), entry, e.strerror or e, suffix)) from e
+            if isinstance(e, (ValueError, RecursionError)):
+                raise ArchiveError("%s: %s%s" % (applier._who(), e, suffix), entry) from e
+            raise
+    finally:
+        applier.close()
+
+
+def remove_stale_stash(root):
+    """Delete apply journals a crash left in ``root``; return their names."""
+    root = _fs(root)
+    found = []
+    for name in os.listdir(root):
+        if name.startswith(_STASH_PREFIX_B):
+            _remove_path(root + b"/" + name)
+            found.append(os.fsdecode(name))
+    return found
