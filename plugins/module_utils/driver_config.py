@@ -15,6 +15,7 @@ __metaclass__ = type
 
 import os
 
+from ansible_collections.strata.graphdriver.plugins.module_utils import all_drivers  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.strata.graphdriver.plugins.module_utils import daemon_json, engine_api
 from ansible_collections.strata.graphdriver.plugins.module_utils.host_report import storage_opts_dict
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import selection
@@ -53,11 +54,15 @@ class Plan(object):
 
     @property
     def restart_required(self):
-        # A running engine reads daemon.json only at start: it must restart
-        # after a change, or when it still runs something else.
-        if self.changed:
+        # dockerd reads daemon.json only at start. A running engine that
+        # already uses the declared driver needs no restart unless the
+        # storage-opts changed (it does not report them); with no engine
+        # answering, a changed file needs a (re)start to take effect.
+        if self.running is None:
+            return self.changed
+        if self.running_driver != self.driver:
             return True
-        return self.running is not None and self.running_driver != self.driver
+        return self.before.get("storage-opts") != self.after.get("storage-opts")
 
     def apply(self):
         if self.changed:

@@ -15,12 +15,14 @@ __metaclass__ = type
 
 import os
 
+from ansible_collections.strata.graphdriver.plugins.module_utils import all_drivers  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.strata.graphdriver.plugins.module_utils import daemon_json, engine_api
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import selection
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.backingfs import nearest_existing
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.command import Command
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.mount import mount_of
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.overlayutils import native_diff_problem
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.priority import parse_version
 
 # Drivers Docker removed, by the first engine version without them.
@@ -49,6 +51,17 @@ def xfs_ftype(mountpoint):
             except ValueError:
                 return None
     return None
+
+
+def overlay_native_diff(root):
+    """(usable, reason): Docker's probe, run where overlay2's home is (or would be)."""
+    home = os.path.join(root, "overlay2")
+    where = home if os.path.isdir(home) else nearest_existing(root)
+    try:
+        problem = native_diff_problem(where)
+    except (OSError, GraphDriverError) as e:
+        problem = "probe failed: %s" % e
+    return problem is None, problem or ""
 
 
 def storage_opts_dict(opts):
@@ -112,9 +125,8 @@ def gather(data_root=None, daemon_json_path=daemon_json.DEFAULT_PATH,
         },
         "running": running,
     }
-    for key in ("overlay_native_diff", "native_diff"):
-        if key in report:
-            facts["overlay_native_diff"] = report[key]
+    if facts["drivers"].get("overlay2", {}).get("supported"):
+        facts["overlay_native_diff"], facts["overlay_native_diff_reason"] = overlay_native_diff(root)
     facts["containerd_image_store_default"] = _containerd_default(version)
     facts["storage_warnings"] = warnings(facts)
     return facts

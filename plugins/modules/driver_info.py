@@ -122,9 +122,15 @@ xfs_ftype:
   type: int
   sample: 1
 overlay_native_diff:
-  description: Whether overlay2 can produce diffs natively on this kernel (else it uses the naive diff).
-  returned: when the library reports it
+  description:
+    - Whether overlay2 can tar its upper directories directly on this kernel (Docker's native-diff probe);
+      otherwise it falls back to the slower naive diff.
+  returned: when overlay2 is supported
   type: bool
+overlay_native_diff_reason:
+  description: Why native diff is off (for example V(kernel has CONFIG_OVERLAY_FS_REDIRECT_DIR enabled)); empty when on.
+  returned: when overlay2 is supported
+  type: str
 engine_version:
   description: The engine version whose rules were applied.
   returned: always

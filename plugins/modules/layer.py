@@ -172,36 +172,7 @@ from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver imp
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
 from ansible_collections.strata.graphdriver.plugins.module_utils.layer_state import LayerState, describe, mount_count
 
-# The library imports drivers by name on first use; name them here so that
-# Ansible ships them with the module. A driver not written yet is skipped.
-try:
-    from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import vfs  # noqa: F401 pylint: disable=unused-import
-except ImportError:
-    pass
-try:
-    from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import overlay2  # noqa: F401 pylint: disable=unused-import
-except ImportError:
-    pass
-try:
-    from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import btrfs  # noqa: F401 pylint: disable=unused-import
-except ImportError:
-    pass
-try:
-    from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import zfs  # noqa: F401 pylint: disable=unused-import
-except ImportError:
-    pass
-try:
-    from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import fuse_overlayfs  # noqa: F401 pylint: disable=unused-import
-except ImportError:
-    pass
-try:
-    from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import aufs  # noqa: F401 pylint: disable=unused-import
-except ImportError:
-    pass
-try:
-    from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import devicemapper  # noqa: F401 pylint: disable=unused-import
-except ImportError:
-    pass
+from ansible_collections.strata.graphdriver.plugins.module_utils import all_drivers  # noqa: F401 pylint: disable=unused-import
 
 DRIVERS = ['aufs', 'btrfs', 'devicemapper', 'fuse-overlayfs', 'overlay2', 'vfs', 'zfs']
 

@@ -121,8 +121,9 @@ path:
   sample: /etc/docker/daemon.json
 restart_required:
   description:
-    - Whether the engine must restart to use the declared driver
-      (the file changed, or a running engine uses another driver).
+    - Whether the engine must (re)start to use what the file declares.
+    - With an engine answering on O(docker_host) - when it runs another driver, or the storage-opts changed.
+    - With none answering - when the file changed.
   returned: success
   type: bool
 running_driver:
