@@ -22,11 +22,13 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import engine
 
 DOCKERD = "/usr/sbin/dockerd"
+SHORT_BASE = "/run/strata-dockerd"
 
 
 class DockerdUnavailable(Exception):
@@ -38,8 +40,12 @@ class Dockerd(object):
         self.workdir = workdir
         self.storage_driver = storage_driver
         self.data_root = data_root or os.path.join(workdir, "data")
-        self.exec_root = os.path.join(workdir, "exec")
-        self.socket = os.path.join(workdir, "docker.sock")
+        # unix socket paths are limited to ~104 bytes (containerd's debug
+        # socket lives under the exec-root): keep these short, outside workdir
+        os.makedirs(SHORT_BASE, exist_ok=True)
+        self.short_dir = tempfile.mkdtemp(prefix="d", dir=SHORT_BASE)
+        self.exec_root = os.path.join(self.short_dir, "x")
+        self.socket = os.path.join(self.short_dir, "docker.sock")
         self.pidfile = os.path.join(workdir, "docker.pid")
         self.log_path = os.path.join(workdir, "dockerd.log")
         self.config_dir = os.path.join(workdir, "cli-config")
@@ -72,7 +78,7 @@ class Dockerd(object):
         finally:
             conn.close()
 
-    def log_tail(self, lines=30):
+    def log_tail(self, lines=12):
         try:
             with open(self.log_path, errors="replace") as f:
                 return "".join(f.readlines()[-lines:])
@@ -156,13 +162,17 @@ class Dockerd(object):
             except ProcessLookupError:
                 pass
         self._unmount_ours()
+        shutil.rmtree(self.short_dir, ignore_errors=True)
 
     def _unmount_ours(self):
-        roots = tuple(p.rstrip("/") + "/" for p in (self.data_root, self.exec_root, self.workdir))
+        # dockerd bind-mounts the data-root onto itself (to make its mount
+        # propagation private); a daemon killed or failed at start leaves it
+        dirs = [p.rstrip("/") for p in (self.data_root, self.short_dir, self.workdir)]
+        roots = tuple(p + "/" for p in dirs)
         with open("/proc/self/mounts") as f:
             points = [line.split()[1].encode().decode("unicode_escape") for line in f]
         for mp in reversed(points):
-            if mp.startswith(roots):
+            if mp.startswith(roots) or mp in dirs:
                 subprocess.run(["umount", "-l", mp], check=False,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
