@@ -227,6 +227,9 @@ class ZfsDriver(NaiveDiffDriver):
             except CommandError as e:
                 if "dataset already exists" not in e.stderr:
                     raise
+        else:
+            raise GraphDriverError("zfs: cannot snapshot %s for %s: every name taken"
+                                   % (parent_name, name))
         try:
             self._zfs("clone", "-p", *(props + [snapshot, name]))
         finally:
