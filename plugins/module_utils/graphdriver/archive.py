@@ -54,6 +54,10 @@ WHITEOUT_OPAQUE = ".wh..wh..opq"
 WHITEOUT_LINK_DIR = ".wh..wh.plnk"
 AUFS = "aufs"
 OVERLAY = "overlay"
+# Docker's Unpack with the aufs whiteout format: no converter, so .wh.<name>
+# and .wh..wh..opq entries are written as the files they are (fuse-overlayfs
+# reads them on disk). apply_layer only; the strata fuse-overlayfs driver.
+LITERAL = "literal"
 
 _WH = WHITEOUT_PREFIX.encode()
 _WH_META = WHITEOUT_META_PREFIX.encode()
@@ -474,13 +478,16 @@ class _Applier(object):
     def __init__(self, root, whiteout_format, layer_id, chown):
         self.root = _fs(os.path.abspath(root))
         self.overlay = whiteout_format == OVERLAY
-        if whiteout_format not in (AUFS, OVERLAY):
+        self.literal = whiteout_format == LITERAL
+        # overlay and literal are Docker's Unpack; aufs is UnpackLayer
+        self.unpack = self.overlay or self.literal
+        if whiteout_format not in (AUFS, OVERLAY, LITERAL):
             raise GraphDriverError("unknown whiteout format %r" % (whiteout_format,))
         self.layer = layer_id
         self.chown = os.geteuid() == 0 if chown is None else chown
         # Docker's UnpackLayer makes missing parents 0600 (umask 0 in its
         # chroot); Unpack (the overlay path) makes them 0755.
-        self.parent_mode = 0o755 if self.overlay else 0o600
+        self.parent_mode = 0o755 if self.unpack else 0o600
         try:
             self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as e:
@@ -650,7 +657,7 @@ class _Applier(object):
         rel = self._normalize(e)
         parent, _, base = rel.rpartition(b"/")
 
-        if rel.startswith(_WH_META):
+        if rel.startswith(_WH_META) and not self.literal:
             # aufs metadata (.wh..wh.plnk, .wh..wh.aufs) is skipped; files in
             # the hard link directory are kept aside for links to them.
             # .wh..wh..opq at the root is the root's opaque marker.
@@ -665,7 +672,7 @@ class _Applier(object):
 
         pfd = self._dir_fd(parent, create=True)
 
-        if base.startswith(_WH):
+        if base.startswith(_WH) and not self.literal:
             if base == _WH_OPQ:
                 self._opaque(parent, e)
             else:
@@ -771,7 +778,7 @@ class _Applier(object):
         if e.typeflag != DIR:
             raise ArchiveError("%s: refusing to replace the layer root with a non-directory"
                                % self._who(), os.fsdecode(e.name))
-        if self.overlay:
+        if self.unpack:
             return      # Unpack skips an existing "." directory
         self.saved_meta.add(b"")
         self.root_touched = True
