@@ -1,0 +1,166 @@
+"""fuse-overlayfs: overlay2's layout, FUSE mounts, aufs-style whiteouts."""
+
+import io
+import os
+import stat
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import (
+    GraphDriverError, LayerNotFound, QuotaError, new)
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.mount import (
+    mounts, mounts_under)
+from tests.support.backends import BACKENDS, Unavailable
+
+from .test_overlay2 import BUILD, chain, layout_shape, mode, read
+
+DRIVER = "fuse-overlayfs"
+
+
+@pytest.fixture
+def home(tmp_path):
+    try:
+        backend = BACKENDS[DRIVER](tmp_path)
+        path, _ = backend.__enter__()
+    except Unavailable as e:
+        pytest.skip("fuse-overlayfs backend unavailable: %s" % e)
+    try:
+        yield path
+    finally:
+        backend.__exit__(None, None, None)
+
+
+@pytest.fixture
+def drv(home):
+    d = new(DRIVER, home)
+    try:
+        yield d
+    finally:
+        d.cleanup()
+
+
+def fuse_mount(path):
+    real = os.path.realpath(path)
+    found = [m for m in mounts() if m.mountpoint == real]
+    return found[-1] if found else None
+
+
+def test_layout_is_overlay2s_with_a_0710_work_dir(drv, home):
+    chain(drv, ["A", "B", "C"])
+    assert mode(home) == 0o710
+    assert mode(os.path.join(home, "l")) == 0o700
+    assert layout_shape(home, "A") == {
+        ".": ("dir", 0o710), "diff": ("dir", 0o755),
+        "link": ("file", 0o644, "LID"), "committed": ("file", 0o600, "")}
+    assert layout_shape(home, "C") == {
+        ".": ("dir", 0o710), "diff": ("dir", 0o755), "work": ("dir", 0o710),
+        "link": ("file", 0o644, "LID"), "lower": ("file", 0o644, "lowers:2")}
+    lid = read(os.path.join(home, "A", "link"))
+    assert os.readlink(os.path.join(home, "l", lid)) == "../A/diff"
+    assert drv.status() == []
+    assert sorted(os.listdir(home)) == ["A", "B", "C", "l"]
+
+
+def test_mounted_by_the_fuse_program_and_put_unmounts(drv, home):
+    chain(drv, ["A", "B"])
+    with open(os.path.join(home, "A", "diff", "a"), "w") as f:
+        f.write("a")
+    merged = drv.get("B")
+    m = fuse_mount(merged)
+    assert m is not None and m.fstype == "fuse.fuse-overlayfs"
+    assert read(os.path.join(merged, "a")) == "a"
+    with open(os.path.join(merged, "b"), "w") as f:
+        f.write("b")
+    assert read(os.path.join(home, "B", "diff", "b")) == "b"
+    drv.put("B")
+    assert fuse_mount(merged) is None
+    assert not os.path.exists(merged)
+
+
+def test_refcounts_are_shared_between_processes(drv, home):
+    chain(drv, ["A", "B"])
+    code = ("import sys; sys.path.insert(0, %r)\n"
+            "from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver "
+            "import new\n"
+            "d = new(%r, %r)\n"
+            "print(d.get('B') if sys.argv[1] == 'get' else d.put('B'))\n"
+            % (BUILD, DRIVER, home))
+    merged = subprocess.run([sys.executable, "-c", code, "get"], check=True,
+                            stdout=subprocess.PIPE, universal_newlines=True).stdout.strip()
+    assert fuse_mount(merged) is not None
+    assert drv.get("B") == merged
+    drv.put("B")
+    assert fuse_mount(merged) is not None
+    subprocess.run([sys.executable, "-c", code, "put"], check=True)
+    assert fuse_mount(merged) is None
+
+
+def _layer_tar(entries):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tf.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    return buf
+
+
+def test_apply_on_the_direct_parent_keeps_aufs_whiteouts(drv, home):
+    drv.create("A")
+    base = drv.get("A")
+    with open(os.path.join(base, "gone"), "w") as f:
+        f.write("x")
+    os.mkdir(os.path.join(base, "d"))
+    with open(os.path.join(base, "d", "old"), "w") as f:
+        f.write("old")
+    drv.create("B", "A")
+    size = drv.apply_diff("B", "A", _layer_tar([
+        (".wh.gone", b""), ("d/.wh..wh..opq", b""), ("d/new", b"new"), ("hello", b"hi!")]))
+    diff = os.path.join(home, "B", "diff")
+    # written as Docker's Unpack writes them: plain files, not overlay devices
+    assert stat.S_ISREG(os.lstat(os.path.join(diff, ".wh.gone")).st_mode)
+    assert stat.S_ISREG(os.lstat(os.path.join(diff, "d", ".wh..wh..opq")).st_mode)
+    assert size == len(b"new") + len(b"hi!")       # Docker: directory.Size(diff)
+    merged = drv.get("B")
+    try:
+        assert not os.path.exists(os.path.join(merged, "gone"))
+        assert sorted(os.listdir(os.path.join(merged, "d"))) == ["new"]
+        assert read(os.path.join(merged, "hello")) == "hi!"
+    finally:
+        drv.put("B")
+
+
+def test_apply_elsewhere_is_naive(drv, home):
+    chain(drv, ["A", "B", "C"], rw_top=False)
+    size = drv.apply_diff("C", "A", _layer_tar([("f", b"12345")]))
+    assert size == 5
+    assert read(os.path.join(home, "C", "diff", "f")) == "12345"
+    assert mounts_under(home) == []
+
+
+def test_edge_cases(drv, home):
+    chain(drv, ["A", "B"])
+    drv.put("B")
+    drv.put("missing")
+    drv.remove("missing")
+    with pytest.raises(LayerNotFound):
+        drv.get("missing")
+    with pytest.raises(QuotaError):
+        drv.create_read_write("C", "A", {"size": "10M"})
+    with pytest.raises(GraphDriverError):
+        drv.create("C", "A", {"other": "1"})
+    assert not drv.exists("C")
+
+
+def test_cleanup_unmounts_everything(drv, home):
+    chain(drv, ["A", "B", "C"])
+    drv.get("B")
+    drv.get("C")
+    assert len(mounts_under(home)) == 2
+    drv.cleanup()
+    assert mounts_under(home) == []

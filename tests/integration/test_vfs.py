@@ -1,0 +1,227 @@
+"""vfs: Docker's layout, and a child layer that is a faithful full copy."""
+
+import os
+import socket
+import stat
+
+import pytest
+
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import (
+    GraphDriverError, LayerExists, LayerNotFound, QuotaError, new)
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import copy as gcopy
+from tests.support.backends import BACKENDS, Unavailable
+
+DRIVER = "vfs"
+CAP = "security.capability"
+# a valid VFS_CAP_REVISION_2 blob: cap_net_bind_service=ep
+CAP_VALUE = bytes.fromhex("0100000200040000000000000000000000000000")
+
+
+@pytest.fixture
+def home(tmp_path):
+    try:
+        backend = BACKENDS[DRIVER](tmp_path)
+        path, _ = backend.__enter__()
+    except Unavailable as e:
+        pytest.skip("vfs backend unavailable: %s" % e)
+    try:
+        yield path
+    finally:
+        backend.__exit__(None, None, None)
+
+
+@pytest.fixture
+def drv(home):
+    d = new(DRIVER, home)
+    try:
+        yield d
+    finally:
+        d.cleanup()
+
+
+def mode(path):
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def test_layout_is_dockers(drv, home):
+    drv.create("A")
+    drv.create_read_write("B", "A")
+    assert mode(home) == 0o710
+    assert mode(os.path.join(home, "dir")) == 0o710
+    for n in "AB":
+        p = os.path.join(home, "dir", n)
+        st = os.lstat(p)
+        assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o755
+        assert (st.st_uid, st.st_gid) == (0, 0)
+    assert sorted(os.listdir(os.path.join(home, "dir"))) == ["A", "B"]
+    # Docker probes project quota on every backing fs: the node stays
+    dev = os.path.join(home, "backingFsBlockDev")
+    st = os.lstat(dev)
+    assert stat.S_ISBLK(st.st_mode) and st.st_rdev == os.stat(home).st_dev
+    assert sorted(os.listdir(home)) == ["backingFsBlockDev", "dir"]
+    assert drv.get("B") == os.path.join(home, "dir", "B")
+    assert drv.metadata("B") == {"SourceDir": os.path.join(home, "dir", "B")}
+    assert drv.status() == []
+
+
+def test_layer_root_mode_ignores_umask(drv, home):
+    old = os.umask(0o077)
+    try:
+        drv.create("A")
+    finally:
+        os.umask(old)
+    assert mode(drv.get("A")) == 0o755
+
+
+def populate(root):
+    """Every kind of entry DirCopy handles, with metadata worth keeping."""
+    def p(*parts):
+        return os.path.join(root, *parts)
+    os.mkdir(p("etc"), 0o755)
+    with open(p("etc", "hostname"), "w") as f:
+        f.write("box\n")
+    with open(p("suid"), "wb") as f:
+        f.write(b"\x7fELF" + b"x" * 5000)
+    os.chown(p("suid"), 1000, 1001)
+    os.chmod(p("suid"), 0o4751)
+    os.link(p("suid"), p("suid-link"))
+    os.link(p("suid"), p("etc", "z-link"))
+    with open(p("ping"), "wb") as f:
+        f.write(b"ping")
+    os.setxattr(p("ping"), CAP, CAP_VALUE)
+    os.setxattr(p("ping"), "user.note", b"kept")
+    os.setxattr(p("ping"), "trusted.any", b"kept too")
+    os.mkdir(p("tmp"), 0o1777)
+    os.mkdir(p("opaque"), 0o700)
+    os.setxattr(p("opaque"), "trusted.overlay.opaque", b"y")
+    os.symlink("/etc/hostname", p("abs-link"))
+    os.symlink("etc/../etc", p("rel-link"))
+    os.lchown(p("rel-link"), 7, 8)
+    os.mkfifo(p("fifo"), 0o640)
+    os.mknod(p("null"), stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    os.mknod(p("loop9"), stat.S_IFBLK | 0o660, os.makedev(7, 9))
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.bind(p("sock"))
+    finally:
+        s.close()
+    open(p("empty"), "wb").close()
+    with open(p("sparse"), "wb") as f:
+        f.truncate(3 << 20)
+        f.write(b"head")
+    # times: files and directories, nanoseconds, set last (deepest first)
+    os.utime(p("etc", "hostname"), ns=(1_000_000_001, 1_500_000_123))
+    os.utime(p("abs-link"), ns=(2_000_000_002, 2_500_000_456), follow_symlinks=False)
+    os.utime(p("etc"), ns=(3_000_000_003, 3_500_000_789))
+    os.utime(root, ns=(4_000_000_004, 4_500_000_999))
+
+
+def entries(root):
+    """(relpath, type+mode, uid, gid, rdev, size, mtime_ns, xattrs, link, data)."""
+    out = {}
+    for path, st in gcopy.walk(root):
+        rel = os.path.relpath(path, root)
+        link = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
+        data = None
+        if stat.S_ISREG(st.st_mode):
+            with open(path, "rb") as f:
+                data = f.read()
+        try:
+            names = os.listxattr(path, follow_symlinks=False)
+        except OSError:
+            names = []
+        xattrs = {n: os.getxattr(path, n, follow_symlinks=False) for n in sorted(names)}
+        mtime = None if stat.S_ISDIR(st.st_mode) and rel == "." else st.st_mtime_ns
+        out[rel] = (st.st_mode, st.st_uid, st.st_gid, st.st_rdev,
+                    None if stat.S_ISDIR(st.st_mode) else st.st_size, mtime,
+                    xattrs, link, data)
+    return out
+
+
+def test_child_is_a_faithful_copy(drv, home):
+    drv.create("A")
+    parent = drv.get("A")
+    populate(parent)
+    before = entries(parent)
+    drv.create("B", "A")
+    child = drv.get("B")
+    after = entries(child)
+    assert entries(parent) == before             # the parent is untouched
+    assert sorted(after) == sorted(before)
+    for rel in before:
+        assert after[rel] == before[rel], rel
+    # the root's own metadata comes along too (Walk includes the root)
+    assert os.stat(child).st_mtime_ns == os.stat(parent).st_mtime_ns
+    # hard links stay links, among the copies only
+    ino = os.lstat(os.path.join(child, "suid")).st_ino
+    assert os.lstat(os.path.join(child, "suid-link")).st_ino == ino
+    assert os.lstat(os.path.join(child, "etc", "z-link")).st_ino == ino
+    assert os.lstat(os.path.join(child, "suid")).st_nlink == 3
+    assert ino != os.lstat(os.path.join(parent, "suid")).st_ino
+    assert stat.S_ISSOCK(os.lstat(os.path.join(child, "sock")).st_mode)
+    # a copy, not a shared inode: writing the child leaves the parent alone
+    with open(os.path.join(child, "etc", "hostname"), "w") as f:
+        f.write("changed\n")
+    with open(os.path.join(parent, "etc", "hostname")) as f:
+        assert f.read() == "box\n"
+
+
+def test_dir_copy_without_reflink(tmp_path):
+    """On the host filesystem (no FICLONE): copy_file_range/sendfile path."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    populate(str(src))
+    gcopy.dir_copy(str(src), str(dst))
+    assert entries(str(dst)) == entries(str(src))
+
+
+def test_dir_copy_hardlink_mode(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "f").write_bytes(b"x")
+    gcopy.dir_copy(str(src), str(dst), mode=gcopy.HARDLINK)
+    assert os.lstat(str(dst / "f")).st_ino == os.lstat(str(src / "f")).st_ino
+
+
+def test_dir_copy_error_names_the_entry(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "f").write_bytes(b"x")
+    dst.mkdir()
+    (dst / "f").write_bytes(b"already here")      # O_EXCL: never overwritten
+    with pytest.raises(gcopy.CopyError) as err:
+        gcopy.dir_copy(str(src), str(dst))
+    assert str(src / "f") in str(err.value)
+    assert (dst / "f").read_bytes() == b"already here"
+
+
+def test_edge_cases(drv, home):
+    drv.create("A")
+    drv.put("A")                    # no-op, also when never got
+    drv.put("missing")
+    drv.remove("missing")           # no-op
+    with pytest.raises(LayerNotFound):
+        drv.get("missing")
+    with pytest.raises(LayerNotFound):
+        drv.create("B", "missing")
+    assert not drv.exists("B")
+    with pytest.raises(LayerExists):
+        drv.create("A")
+    with pytest.raises(GraphDriverError):
+        drv.create("C", None, {"size": "10M"})      # read-only layers take no opts
+    with pytest.raises(GraphDriverError):
+        drv.create_read_write("C", None, {"bogus": "1"})
+    assert not drv.exists("C")
+    drv.remove("A")
+    assert not drv.exists("A")
+
+
+def test_size_without_project_quota_is_dockers_error(drv, home):
+    if drv._quota is not None:
+        pytest.skip("this backend has project quota")
+    with pytest.raises(QuotaError) as err:
+        drv.create_read_write("Q", None, {"size": "50M"})
+    assert "Filesystem does not support, or has not enabled quotas" in str(err.value)
+    assert not drv.exists("Q")
+    with pytest.raises(QuotaError):
+        new(DRIVER, home, {"size": "1G"})
