@@ -126,6 +126,9 @@ class ZfsDriver(NaiveDiffDriver):
         self.zfs_tool = require_tool(NAME, "zfs")
         self.implementation = detect_implementation()
         self.fsname = parse_options(self.options)
+        # Docker checks the data-root's filesystem only when it must find
+        # the dataset itself.
+        self.backing_fs = "not checked (zfs.fsname given)"
         rootdir = os.path.dirname(self.home)
         if not self.fsname:
             self.fsname = self._lookup_dataset(rootdir)
@@ -159,10 +162,15 @@ class ZfsDriver(NaiveDiffDriver):
             raise IncompatibleFS(NAME, "%s does not exist" % rootdir)
         entry = _dataset_mount_of(rootdir)
         if magic == ZFS_MAGIC and entry is not None:
+            self.backing_fs = "zfs"
             return entry.source
         if magic == FUSE_MAGIC and entry is not None and entry.fstype == FUSE_FSTYPE:
             # zfs-fuse: statfs says fuse, the mount table says which dataset.
+            self.backing_fs = "fuse (zfs-fuse dataset %s)" % entry.source
             return entry.source
+        if magic == ZFS_MAGIC:
+            raise GraphDriverError("zfs: failed to find the zfs dataset mounted on %s "
+                                   "in the mount table" % rootdir)
         raise IncompatibleFS(
             NAME, "%s is on %s, not on a ZFS dataset (kernel zfs or zfs-fuse); "
             "put it on a dataset or name one with the zfs.fsname option"
@@ -361,6 +369,7 @@ class ZfsDriver(NaiveDiffDriver):
             ("Parent Quota", "no" if quota in ("0", "-", "") else quota),
             ("Compression", props.get("compression", "")),
             ("ZFS Implementation", impl),
+            ("Backing Filesystem", self.backing_fs),
         ]
 
     def _run_zpool(self, *args):
