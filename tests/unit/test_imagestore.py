@@ -1,0 +1,151 @@
+"""Offline import of docker save archives (classic and OCI layout) on vfs."""
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+
+import pytest
+
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import (
+    ArchiveError, imagestore, layerstore, new)
+
+
+def _layer(files):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, data in files:
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.mtime = len(data), 1600000000
+            t.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def sha(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+L1 = _layer([("hello.txt", b"hello\n")])
+L2 = _layer([("second.txt", b"second\n")])
+CONFIG = json.dumps({
+    "architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
+    "rootfs": {"type": "layers", "diff_ids": [sha(L1), sha(L2)]},
+    "history": [{"created_by": "a"}, {"created_by": "b"}]}).encode()
+IMAGE_ID = sha(CONFIG)
+
+
+def _archive(path, members):
+    with tarfile.open(path, "w") as t:
+        for name, data in members:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            t.addfile(ti, io.BytesIO(data))
+    return path
+
+
+def classic_archive(path, tags=("strata/unit:1",)):
+    manifest = [{"Config": IMAGE_ID[7:] + ".json", "RepoTags": list(tags),
+                 "Layers": ["a/layer.tar", "b/layer.tar"]}]
+    return _archive(path, [("manifest.json", json.dumps(manifest).encode()),
+                           (IMAGE_ID[7:] + ".json", CONFIG),
+                           ("a/layer.tar", L1), ("b/layer.tar", L2)])
+
+
+def oci_archive(path, ref="docker.io/strata/unit:oci"):
+    gz2 = gzip.compress(L2)  # registries ship compressed layers
+    blobs = {sha(CONFIG): CONFIG, sha(L1): L1, sha(gz2): gz2}
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": sha(CONFIG), "size": len(CONFIG)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": sha(L1), "size": len(L1)},
+                   {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": sha(gz2), "size": len(gz2)}]}).encode()
+    blobs[sha(manifest)] = manifest
+    index = json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": sha(manifest), "size": len(manifest),
+        "annotations": {"io.containerd.image.name": ref,
+                        "org.opencontainers.image.ref.name": "oci"}}]}).encode()
+    members = [("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", index)]
+    members += [("blobs/sha256/" + d[7:], data) for d, data in sorted(blobs.items())]
+    return _archive(path, members)
+
+
+@pytest.fixture
+def root(tmp_path):
+    return str(tmp_path / "docker")
+
+
+def _driver(root):
+    return new("vfs", os.path.join(root, "vfs"))
+
+
+@pytest.mark.parametrize("layout", ["classic", "oci"])
+def test_import_writes_layers_config_and_tags(tmp_path, root, layout):
+    make = classic_archive if layout == "classic" else oci_archive
+    archive = make(str(tmp_path / "image.tar"))
+    result = imagestore.import_archive(root, _driver(root), archive)
+    assert [i.id for i in result] == [IMAGE_ID]
+    store = layerstore.LayerStore(root, _driver(root))
+    chains = layerstore.chain_ids([sha(L1), sha(L2)])
+    assert sorted(l.chain_id for l in store.layers()) == sorted(chains)
+    for chain in chains:
+        store.verify(chain)
+    content = os.path.join(root, "image", "vfs", "imagedb", "content", "sha256", IMAGE_ID[7:])
+    with open(content, "rb") as f:
+        assert f.read() == CONFIG
+    assert oct(os.stat(content).st_mode & 0o777) == "0o600"
+    assert os.path.isdir(os.path.join(root, "image", "vfs", "imagedb", "metadata", "sha256"))
+    with open(os.path.join(root, "image", "vfs", "repositories.json")) as f:
+        repos = json.load(f)
+    tag = "strata/unit:1" if layout == "classic" else "strata/unit:oci"
+    assert repos == {"Repositories": {"strata/unit": {tag: IMAGE_ID}}}
+
+
+def test_import_is_idempotent_and_merges_tags(tmp_path, root):
+    first = classic_archive(str(tmp_path / "a.tar"), tags=("strata/unit:1", "busybox:mine"))
+    imagestore.import_archive(root, _driver(root), first)
+    ids = sorted(os.listdir(os.path.join(root, "vfs", "dir")))
+    imagestore.import_archive(root, _driver(root), oci_archive(str(tmp_path / "b.tar")))
+    assert sorted(os.listdir(os.path.join(root, "vfs", "dir"))) == ids
+    tags = imagestore.ImageStore(root, "vfs").tags()
+    assert tags == {"strata/unit:1": IMAGE_ID, "strata/unit:oci": IMAGE_ID,
+                    "busybox:mine": IMAGE_ID}
+
+
+def test_wrong_diff_id_is_refused_and_leaves_no_layer(tmp_path, root):
+    bad = json.loads(CONFIG)
+    bad["rootfs"]["diff_ids"][1] = "sha256:" + "0" * 64
+    bad_bytes = json.dumps(bad).encode()
+    manifest = [{"Config": "c.json", "RepoTags": ["strata/bad:1"],
+                 "Layers": ["a.tar", "b.tar"]}]
+    archive = _archive(str(tmp_path / "bad.tar"), [
+        ("manifest.json", json.dumps(manifest).encode()), ("c.json", bad_bytes),
+        ("a.tar", L1), ("b.tar", L2)])
+    with pytest.raises(ArchiveError, match="DiffID"):
+        imagestore.import_archive(root, _driver(root), archive)
+    store = layerstore.LayerStore(root, _driver(root))
+    assert [l.chain_id for l in store.layers()] == [sha(L1)]  # the good base stays
+    assert store.orphans() == []
+    assert imagestore.ImageStore(root, "vfs").tags() == {}
+
+
+@pytest.mark.parametrize("ref,want", [
+    ("busybox:latest", ("busybox", "latest")),
+    ("docker.io/library/busybox:1", ("busybox", "1")),
+    ("library/busybox:1", ("busybox", "1")),
+    ("docker.io/strata/x:2", ("strata/x", "2")),
+    ("localhost:5000/a/b:c", ("localhost:5000/a/b", "c")),
+    ("quay.io/org/img:v1", ("quay.io/org/img", "v1")),
+])
+def test_familiar_references(ref, want):
+    assert imagestore.parse_reference(ref) == want
+
+
+def test_references_without_tag_are_refused():
+    with pytest.raises(imagestore.ImageStoreError):
+        imagestore.parse_reference("busybox")
