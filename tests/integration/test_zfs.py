@@ -302,3 +302,34 @@ def test_missing_zfs_tool_is_not_supported(tmp_path):
         pytest.skip("cannot make a mount namespace: %s" % proc.stderr.strip())
     assert proc.returncode == 0, proc.stderr
     assert "'zfs' tool is not installed" in proc.stdout
+
+
+def test_same_second_rewrite_is_a_change(driver):
+    """A same-size rewrite in the second the parent was written is a C, as
+    kernel ZFS (nanosecond times) would show it, also under zfs-fuse (whole
+    seconds); an untouched file with the same size is not."""
+    driver.create("base")
+    root = driver.get("base")
+    os.mkdir(os.path.join(root, "dir"))
+    for name in ("dir/same", "dir/kept"):
+        with open(os.path.join(root, name), "wb") as f:
+            f.write(b"0123456789")
+    driver.put("base")
+    driver.create("upper", "base")
+    up = driver.get("upper")
+    with open(os.path.join(up, "dir", "same"), "wb") as f:
+        f.write(b"abcdefghij")
+    driver.put("upper")
+    changes = sorted((c.kind, c.path) for c in driver.changes("upper", "base"))
+    assert changes == [("C", "/dir"), ("C", "/dir/same")]
+    import tarfile
+    stream = driver.diff("upper", "base")
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            names = {}
+            for m in tar:
+                names[m.name.rstrip("/")] = tar.extractfile(m).read() if m.isfile() else None
+    finally:
+        stream.close()
+    assert names == {"dir": None, "dir/same": b"abcdefghij"}
+    assert driver.diff_size("upper", "base") == 10

@@ -16,14 +16,18 @@ Two ZFS implementations are handled:
 """
 
 import contextlib
+import filecmp
 import os
 import socket
+import stat
 import time
 
 from . import mount as mountlib
+from .archive import export_changes
 from .backingfs import NAME_TO_MAGIC, fs_magic, fs_name
+from .changes import changes_dirs
 from .command import run, require_tool
-from .driver import check_id, register
+from .driver import Change, check_id, register
 from .errors import (CommandError, GraphDriverError, IncompatibleFS, LayerNotFound,
                      PrerequisitesMissing)
 from .fileutil import makedirs, mkdir
@@ -94,6 +98,55 @@ def _dataset_mount_of(path):
         except OSError:
             continue  # may fail on fuse filesystems (Docker skips them too)
     return None
+
+
+def same_second_rewrites(new_root, old_root, changes):
+    """``changes`` plus the modifications that whole-second times hide.
+
+    zfs-fuse reports every time in whole seconds (ZFS stores nanoseconds;
+    its FUSE stat reply drops them), so Docker's rule "same size and same
+    mtime second with a zero nanosecond part means unchanged" misses a file
+    rewritten within the second its parent was written, which kernel ZFS
+    would report. Only for such ambiguous files the content (or symlink
+    target) is compared; a difference is a C, and so is each directory
+    above it, as in Docker's change walk.
+    """
+    found = {c.path: c.kind for c in changes}
+    extra = []
+    for dirpath, dirnames, filenames in os.walk(new_root):
+        rel_dir = "/" + os.path.relpath(dirpath, new_root) if dirpath != new_root else ""
+        for name in filenames + [d for d in dirnames
+                                 if os.path.islink(os.path.join(dirpath, d))]:
+            rel = rel_dir + "/" + name
+            if rel in found:
+                continue
+            new, old = os.path.join(dirpath, name), old_root + rel
+            try:
+                sn, so = os.lstat(new), os.lstat(old)
+            except FileNotFoundError:
+                continue
+            if (stat.S_IFMT(sn.st_mode) != stat.S_IFMT(so.st_mode)
+                    or sn.st_size != so.st_size or sn.st_mtime_ns % 1000000000
+                    or so.st_mtime_ns % 1000000000
+                    or sn.st_mtime_ns // 1000000000 != so.st_mtime_ns // 1000000000):
+                continue  # Docker's rule decided this one exactly
+            if stat.S_ISLNK(sn.st_mode):
+                same = os.readlink(new) == os.readlink(old)
+            elif stat.S_ISREG(sn.st_mode):
+                same = filecmp.cmp(new, old, shallow=False)
+            else:
+                continue
+            if not same:
+                extra.append(rel)
+    if not extra:
+        return changes
+    for rel in extra:
+        found[rel] = "C"
+        parent = os.path.dirname(rel)
+        while parent not in ("/", "") and parent not in found:
+            found[parent] = "C"
+            parent = os.path.dirname(parent)
+    return [Change(p, k) for p, k in sorted(found.items(), key=lambda i: os.fsencode(i[0]))]
 
 
 def parse_options(options):
@@ -338,6 +391,44 @@ class ZfsDriver(NaiveDiffDriver):
             self._datasets.add(name)
             return True
         return False
+
+    # --- diff under zfs-fuse ------------------------------------------------
+
+    def changes(self, id, parent=None):
+        if self.implementation != FUSE or not parent:
+            return super().changes(id, parent)
+        layer_fs = self.get(id, "")
+        try:
+            parent_fs = self.get(parent, "")
+            try:
+                return same_second_rewrites(layer_fs, parent_fs,
+                                            changes_dirs(layer_fs, parent_fs))
+            finally:
+                self.put(parent)
+        finally:
+            self.put(id)
+
+    def diff(self, id, parent=None):
+        if self.implementation != FUSE or not parent:
+            return super().diff(id, parent)
+        start = time.time()
+        changes = self.changes(id, parent)
+        layer_fs = self.get(id, "")
+
+        def close():
+            try:
+                self.put(id)
+            finally:
+                # As Docker's naive diff: no write may follow in the same
+                # whole second (here every time is whole seconds).
+                delay = int(start) + 1 - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+        try:
+            return export_changes(layer_fs, changes, on_close=close)
+        except BaseException:
+            self.put(id)
+            raise
 
     def metadata(self, id):
         return {"Mountpoint": self.mount_path(id), "Dataset": self.zfs_path(id)}
