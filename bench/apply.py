@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""apply_layer against GNU tar, side by side.
+
+One ~300 MB layer tar (20,000 small files in 100 directories plus four
+50 MB files) is generated once under /var/tmp, then extracted 5 rounds,
+interleaved: ``apply_layer`` into a fresh directory, ``tar -xf`` into
+another (as root both set owners). Both read the same tar from the page
+cache. Prints each round and the median ratio ours / GNU tar.
+
+    sudo PYTHONPATH=.build python3 bench/apply.py [--rounds N] [--profile]
+"""
+
+import argparse
+import cProfile
+import os
+import pstats
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), ".build"))
+
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import (  # noqa: E402
+    archive)
+
+
+def make_source(src, small=20000, dirs=100, big=4, big_mb=50):
+    rnd = os.urandom(1 << 16)
+    per_dir = small // dirs
+    n = 0
+    for d in range(dirs):
+        dpath = os.path.join(src, "dir-%03d" % d)
+        os.mkdir(dpath)
+        for i in range(per_dir):
+            size = 64 + (n * 397) % 8000
+            with open(os.path.join(dpath, "file-%05d" % n), "wb") as f:
+                f.write(rnd[n % 4096:n % 4096 + size])
+            n += 1
+    chunk = os.urandom(1 << 20)
+    for b in range(big):
+        with open(os.path.join(src, "big-%d" % b), "wb") as f:
+            for _ in range(big_mb):
+                f.write(chunk)
+
+
+def timed(fn):
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="strata-bench-apply-", dir="/var/tmp")
+    try:
+        src = os.path.join(work, "src")
+        os.mkdir(src)
+        make_source(src)
+        tar_path = os.path.join(work, "layer.tar")
+        with archive.tar_tree(src) as stream, open(tar_path, "wb") as out:
+            shutil.copyfileobj(stream, out, 1 << 20)
+        shutil.rmtree(src)
+        print("layer tar: %.0f MB" % (os.path.getsize(tar_path) / 1e6))
+        subprocess.run(["cat", tar_path], stdout=subprocess.DEVNULL, check=True)
+
+        def ours(dest):
+            with open(tar_path, "rb") as f:
+                archive.apply_layer(dest, f)
+
+        def gnu(dest):
+            subprocess.run(["tar", "-xf", tar_path, "-C", dest], check=True)
+
+        if args.profile:
+            dest = os.path.join(work, "profile")
+            os.mkdir(dest)
+            prof = cProfile.Profile()
+            prof.runcall(ours, dest)
+            pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+            shutil.rmtree(dest)
+
+        ratios = []
+        for r in range(args.rounds):
+            times = {}
+            for name, fn in (("ours", ours), ("gnu", gnu)) if r % 2 == 0 else \
+                    (("gnu", gnu), ("ours", ours)):
+                dest = os.path.join(work, "%s-%d" % (name, r))
+                os.mkdir(dest)
+                subprocess.run(["sync"], check=True)
+                times[name] = timed(lambda: fn(dest))
+                shutil.rmtree(dest)
+            ratio = times["ours"] / times["gnu"]
+            ratios.append(ratio)
+            print("round %d: apply_layer %.3fs  GNU tar %.3fs  ratio %.2f"
+                  % (r + 1, times["ours"], times["gnu"], ratio))
+        print("median ratio apply_layer / GNU tar: %.2f" % statistics.median(ratios))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
