@@ -84,7 +84,7 @@ def test_pax_records_sorted_and_xattr_as_schily():
     data = hdrs[512:1024]
     # Length counts itself; keys sorted ("SCHILY..." < "path").
     assert data.startswith(b"39 SCHILY.xattr.security.capability=\x01\x00\n"
-                           b"13 path=\xc3\xa9\n\0")
+                           b"11 path=\xc3\xa9\n\0")
     for e in iter_entries(io.BytesIO(_tar((hdrs, b"")))):
         assert e.xattrs == {"security.capability": b"\x01\x00"}
 
