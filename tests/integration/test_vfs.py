@@ -175,6 +175,32 @@ def test_dir_copy_without_reflink(tmp_path):
     assert entries(str(dst)) == entries(str(src))
 
 
+def test_dir_copy_of_a_very_deep_tree(tmp_path):
+    """Deeper than Python's recursion limit: the walk is iterative."""
+    import sys
+    depth = sys.getrecursionlimit() + 100
+    src, dst = str(tmp_path / "src"), str(tmp_path / "dst")
+    path = src
+    os.mkdir(path)
+    for _ in range(depth):                 # os.makedirs itself recurses
+        path = os.path.join(path, "d")
+        os.mkdir(path)
+    with open(os.path.join(path, "leaf"), "w") as f:
+        f.write("leaf")
+    try:
+        gcopy.dir_copy(src, dst)
+        with open(os.path.join(dst, *(["d"] * depth + ["leaf"]))) as f:
+            assert f.read() == "leaf"
+    finally:
+        for top in (src, dst):             # rmtree recurses too
+            leaf = os.path.join(top, *(["d"] * depth))
+            if os.path.exists(os.path.join(leaf, "leaf")):
+                os.unlink(os.path.join(leaf, "leaf"))
+            while leaf != top and os.path.isdir(leaf):
+                os.rmdir(leaf)
+                leaf = os.path.dirname(leaf)
+
+
 def test_dir_copy_hardlink_mode(tmp_path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()

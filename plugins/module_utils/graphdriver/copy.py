@@ -155,22 +155,28 @@ def copy_xattrs(src, dst, names=None):
             raise
 
 
-def _walk_children(top):
+def _sorted_entries(top):
     with os.scandir(top) as it:
-        entries = sorted(it, key=lambda e: e.name)
-    for entry in entries:
-        st = entry.stat(follow_symlinks=False)
-        yield entry.path, st
-        if stat.S_ISDIR(st.st_mode):
-            for item in _walk_children(entry.path):
-                yield item
+        return iter(sorted(it, key=lambda e: e.name))
 
 
 def walk(root):
-    """Pre-order, lexical order, like Go's filepath.Walk: (path, lstat)."""
+    """Pre-order, lexical order, like Go's filepath.Walk: (path, lstat).
+
+    Iterative, so that a hostile layer nested thousands of directories deep
+    cannot exhaust Python's recursion limit.
+    """
     yield root, os.lstat(root)
-    for item in _walk_children(root):
-        yield item
+    stack = [_sorted_entries(root)]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
+        st = entry.stat(follow_symlinks=False)
+        yield entry.path, st
+        if stat.S_ISDIR(st.st_mode):
+            stack.append(_sorted_entries(entry.path))
 
 
 def dir_copy(src_dir, dst_dir, mode=CONTENT, xattrs=None):
@@ -182,10 +188,12 @@ def dir_copy(src_dir, dst_dir, mode=CONTENT, xattrs=None):
     fast = _FastPaths()
     copied = {}          # (st_dev, st_ino) -> destination path, for hard links
     dir_times = []       # (dst, st) in walk order; applied in reverse
-    src_dir = os.path.abspath(src_dir)
+    src_dir = os.path.abspath(src_dir).rstrip("/") or "/"
+    dst_dir = dst_dir.rstrip("/") or "/"
+    cut = 0 if src_dir == "/" else len(src_dir)
     for src, st in walk(src_dir):
-        rel = os.path.relpath(src, src_dir)
-        dst = dst_dir if rel == "." else os.path.join(dst_dir, rel)
+        # walk() yields paths under src_dir: slicing beats relpath on deep trees
+        dst = dst_dir if src == src_dir else dst_dir + src[cut:]
         try:
             _copy_entry(src, dst, st, mode, fast, copied, dir_times, xattrs)
         except OSError as e:

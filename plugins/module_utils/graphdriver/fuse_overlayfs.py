@@ -17,6 +17,7 @@ import contextlib
 import os
 
 from . import archive
+from .backingfs import fs_name, nearest_existing
 from .command import require_tool, run
 from .driver import register
 from .errors import CommandError, GraphDriverError, NotSupported, QuotaError
@@ -46,6 +47,8 @@ class FuseOverlayfsDriver(Overlay2Driver):
         self.binary = require_tool(self.name, BINARY)
         if kernel_version() < (4, 18, 0):
             raise NotSupported(self.name, "kernel %s is older than 4.18" % os.uname().release)
+        self.backing_fs = fs_name(nearest_existing(self.home))
+        self.supports_d_type = None     # not probed by Docker for this driver
         self._default_size = 0
         self._quota = None
         self._index_off = ""

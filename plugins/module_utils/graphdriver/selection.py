@@ -39,6 +39,14 @@ def supports_d_type(path):
     return _supports_d_type(nearest_existing(path))
 
 
+def _d_type_or_none(path):
+    # None when it cannot be probed (a read-only or full filesystem)
+    try:
+        return supports_d_type(path)
+    except OSError:
+        return None
+
+
 def _non_empty_dir(path):
     # Docker's isEmptyDir: an unreadable directory counts as not empty.
     try:
@@ -120,7 +128,7 @@ def driver_report(data_root, engine_version=None, configured=None, options=None)
     # the ones it was built with: those are exactly its priority list.
     report = {
         "backing_fs": backing_fs(data_root),
-        "d_type": supports_d_type(data_root),
+        "d_type": _d_type_or_none(data_root),
         "engine_version": engine_version,
         "priority": order,
         "drivers": {n: {"supported": r["supported"], "reason": r["reason"]}
