@@ -100,7 +100,7 @@ def _dataset_mount_of(path):
     return None
 
 
-def same_second_rewrites(new_root, old_root, changes):
+def same_second_rewrites(new_root, old_root, changes, since=0):
     """``changes`` plus the modifications that whole-second times hide.
 
     zfs-fuse reports every time in whole seconds (ZFS stores nanoseconds;
@@ -110,6 +110,11 @@ def same_second_rewrites(new_root, old_root, changes):
     would report. Only for such ambiguous files the content (or symlink
     target) is compared; a difference is a C, and so is each directory
     above it, as in Docker's change walk.
+
+    ``since`` (seconds): the new tree was cloned off the old one then, so an
+    ambiguous file whose mtime second is earlier was not written in between
+    (or had its time set back, which Docker's rule cannot see either) and is
+    left to Docker's rule: only the last second's files are read.
     """
     found = {c.path: c.kind for c in changes}
     extra = []
@@ -128,8 +133,9 @@ def same_second_rewrites(new_root, old_root, changes):
             if (stat.S_IFMT(sn.st_mode) != stat.S_IFMT(so.st_mode)
                     or sn.st_size != so.st_size or sn.st_mtime_ns % 1000000000
                     or so.st_mtime_ns % 1000000000
-                    or sn.st_mtime_ns // 1000000000 != so.st_mtime_ns // 1000000000):
-                continue  # Docker's rule decided this one exactly
+                    or sn.st_mtime_ns // 1000000000 != so.st_mtime_ns // 1000000000
+                    or sn.st_mtime_ns // 1000000000 < since):
+                continue  # Docker's rule decided this one
             if stat.S_ISLNK(sn.st_mode):
                 same = os.readlink(new) == os.readlink(old)
             elif stat.S_ISREG(sn.st_mode):
@@ -402,11 +408,30 @@ class ZfsDriver(NaiveDiffDriver):
             parent_fs = self.get(parent, "")
             try:
                 return same_second_rewrites(layer_fs, parent_fs,
-                                            changes_dirs(layer_fs, parent_fs))
+                                            changes_dirs(layer_fs, parent_fs),
+                                            self._cloned_since(id, parent))
             finally:
                 self.put(parent)
         finally:
             self.put(id)
+
+    def _cloned_since(self, layer_id, ancestor):
+        """When the first clone off ``ancestor`` on the way to ``layer_id``
+        was made (epoch seconds); 0 when ``ancestor`` is not an ancestor."""
+        name, target = self.zfs_path(layer_id), self.zfs_path(ancestor)
+        for _ in range(256):
+            try:
+                origin, creation = self._zfs("get", "-Hp", "-o", "value", "origin,creation",
+                                             name).split()
+            except (CommandError, ValueError):
+                return 0
+            origin_fs = origin.split("@")[0]
+            if origin_fs == target:
+                return int(creation)
+            if origin == "-":
+                return 0
+            name = origin_fs
+        return 0
 
     def diff(self, id, parent=None):
         if self.implementation != FUSE or not parent:
