@@ -504,7 +504,6 @@ class _Applier(object):
         self.stash_name = _STASH_PREFIX_B + os.urandom(8).hex().encode()
         self.stash_fd = None
         self.stash_seq = 0
-        self.root_touched = False
         self.plnk = {}                      # aufs hard link dir: base -> (entry, stash name)
         self.entry = None
 
@@ -571,7 +570,6 @@ class _Applier(object):
         if dir_rel in self.new or dir_rel in self.saved_times:
             return
         if not dir_rel:
-            self.root_touched = True
             self.saved_times.add(dir_rel)
             return      # the root's metadata is saved once, up front
         pfd = self._dir_fd(dir_rel.rpartition(b"/")[0])
@@ -671,6 +669,9 @@ class _Applier(object):
             return
 
         pfd = self._dir_fd(parent, create=True)
+        if parent not in self.new and parent not in self.saved_times:
+            # Before anything changes in it: its times, for a rollback.
+            self._note_change(parent)
 
         if base.startswith(_WH) and not self.literal:
             if base == _WH_OPQ:
@@ -728,7 +729,6 @@ class _Applier(object):
             self._created(rel)
             return fd
         if parent not in self.new:
-            self._note_change(parent)
             self.journal.append(("c", rel))
         self.new.add(rel)
         return fd
@@ -763,7 +763,6 @@ class _Applier(object):
                 self._created(rel)
         else:
             if parent not in self.new:
-                self._note_change(parent)
                 self.journal.append(("c", rel))
             self.new.add(rel)
         fd = self._dir_fd(rel)
@@ -781,7 +780,6 @@ class _Applier(object):
         if self.unpack:
             return      # Unpack skips an existing "." directory
         self.saved_meta.add(b"")
-        self.root_touched = True
         fd = self.root_fd
         if self.chown:
             os.fchown(fd, e.uid, e.gid)
@@ -804,7 +802,6 @@ class _Applier(object):
             self._created(rel)
         else:
             if parent not in self.new:
-                self._note_change(parent)
                 self.journal.append(("c", rel))
             self.new.add(rel)
         if self.chown:
@@ -852,7 +849,6 @@ class _Applier(object):
             self._created(rel)
         else:
             if parent not in self.new:
-                self._note_change(parent)
                 self.journal.append(("c", rel))
             self.new.add(rel)
         # Docker then applies the link header's owner, xattrs, mode and
@@ -878,7 +874,6 @@ class _Applier(object):
             self._created(rel)
         else:
             if parent not in self.new:
-                self._note_change(parent)
                 self.journal.append(("c", rel))
             self.new.add(rel)
         if self.chown:
@@ -983,7 +978,8 @@ class _Applier(object):
             _remove_tree_at(self.root_fd, self.stash_name)
         if root_times is not None:
             os.utime(self.root_fd, ns=root_times)
-        elif not self.root_touched and b"" not in self.saved_meta:
+        elif b"" not in self.saved_meta and not any(
+                op[0] in "cs" and b"/" not in op[1] for op in self.journal):
             # Only the stash came and went: the root looks untouched.
             os.utime(self.root_fd, ns=(self.root_saved.atime, self.root_saved.mtime))
 
