@@ -1,0 +1,296 @@
+"""Hostile and broken layer tars: refused, nothing written outside, layer unchanged.
+
+Each tar first does honest work on a layer that already has content
+(replaces a file, deletes a directory, empties an opaque directory, merges
+new metadata into a directory, creates files), then one bad thing. The
+apply must raise a GraphDriverError naming the bad entry, leave the sentinel
+tree outside the layer untouched, and leave the layer exactly as before,
+compared through a full snapshot (types, modes, owners, mtimes, contents,
+link targets, link counts, xattrs).
+"""
+
+import io
+import os
+import stat
+import subprocess
+
+import pytest
+
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import archive
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import (
+    ArchiveError, BreakoutError, GraphDriverError)
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.tarstream import (
+    END_OF_ARCHIVE, encode_header, padding)
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: owners, devices")
+
+
+def snapshot(root):
+    snap = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        names = dirnames + filenames
+        if dirpath == root:
+            names = [""] + names
+        for name in names:
+            p = os.path.join(dirpath, name) if name else dirpath
+            st = os.lstat(p)
+            item = [stat.filemode(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns,
+                    st.st_rdev, st.st_nlink]
+            if stat.S_ISREG(st.st_mode):
+                with open(p, "rb") as f:
+                    item.append(f.read())
+            elif stat.S_ISLNK(st.st_mode):
+                item.append(os.readlink(p))
+            if not stat.S_ISLNK(st.st_mode):
+                item.append(sorted((k, os.getxattr(p, k)) for k in os.listxattr(p)))
+            snap[os.path.relpath(p, root)] = item
+    return snap
+
+
+def member(name, tf="0", data=b"", mode=None, **kw):
+    if mode is None:
+        mode = 0o755 if tf == "5" else 0o644
+    name = name.encode() if isinstance(name, str) else name
+    if "linkname" in kw and isinstance(kw["linkname"], str):
+        kw["linkname"] = kw["linkname"].encode()
+    return encode_header(name, mode, kw.pop("uid", 0), kw.pop("gid", 0), len(data),
+                         kw.pop("mtime", 1500000000), tf, **kw) + data + padding(len(data))
+
+
+def honest_work():
+    """Entries that replace, delete, empty and merge prior content."""
+    return [
+        member("etc", "5", mode=0o700, uid=3, gid=4),          # merge into existing dir
+        member("etc/passwd", data=b"replaced"),                  # replace a file
+        member("etc/new.conf", data=b"new"),
+        member(".wh.var"),                                       # delete a directory
+        member("opq/.wh..wh..opq"),                              # empty an opaque dir
+        member("link", "0", data=b"was a symlink"),              # replace a symlink
+        member("fresh/deep/dir/file", data=b"f"),                # implicit parents
+        member("etc/hard", "1", linkname="etc/passwd"),
+    ]
+
+
+@pytest.fixture
+def world(tmp_path):
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "secret").write_bytes(b"do not touch")
+    (outside / "sub" / "x").write_bytes(b"x")
+    layer = tmp_path / "layer"
+    layer.mkdir()
+    os.chmod(str(layer), 0o755)
+    (layer / "etc").mkdir()
+    (layer / "etc" / "passwd").write_bytes(b"root:x:0:0")
+    os.chmod(str(layer / "etc" / "passwd"), 0o4711)
+    os.setxattr(str(layer / "etc"), "user.mark", b"1")
+    (layer / "var" / "lib").mkdir(parents=True)
+    (layer / "var" / "lib" / "data").write_bytes(b"data")
+    (layer / "opq" / "sub").mkdir(parents=True)
+    (layer / "opq" / "sub" / "old").write_bytes(b"old")
+    (layer / "dir").mkdir()
+    os.symlink("etc/passwd", str(layer / "link"))
+    os.symlink(str(outside), str(layer / "escape"))              # a legal symlink
+    os.symlink("../../outside", str(layer / "relescape"))
+    for p in ("etc", "var", "opq", "dir", "opq/sub", ""):
+        os.utime(str(layer / p), ns=(10 ** 9, 2 * 10 ** 9))
+    return str(layer), str(outside)
+
+
+def check_refused(world, members, entry, exc=GraphDriverError, tail=b""):
+    layer, outside = world
+    before_layer, before_outside = snapshot(layer), snapshot(outside)
+    data = b"".join(honest_work() + members) + END_OF_ARCHIVE
+    if tail is not None:
+        data = data + tail
+    with pytest.raises(exc) as info:
+        archive.apply_layer(layer, io.BytesIO(data), layer_id="hostile-layer")
+    assert entry in str(info.value)
+    assert "hostile-layer" in str(info.value)
+    assert snapshot(outside) == before_outside, "wrote outside the layer"
+    assert snapshot(layer) == before_layer, "layer not restored"
+    return info.value
+
+
+def test_honest_work_alone_applies(world):
+    layer, outside = world
+    before = snapshot(outside)
+    data = b"".join(honest_work()) + END_OF_ARCHIVE
+    archive.apply_layer(layer, io.BytesIO(data))
+    assert open(os.path.join(layer, "etc", "passwd"), "rb").read() == b"replaced"
+    assert not os.path.exists(os.path.join(layer, "var"))
+    assert os.listdir(os.path.join(layer, "opq")) == []
+    assert sorted(n for n in os.listdir(layer)) == sorted(
+        ["etc", "opq", "dir", "link", "escape", "relescape", "fresh"])
+    assert snapshot(outside) == before
+
+
+def test_dotdot(world):
+    check_refused(world, [member("../outside/pwned", data=b"!")], "../outside/pwned",
+                  BreakoutError)
+
+
+def test_nested_dotdot(world):
+    check_refused(world, [member("etc/../../outside/pwned", data=b"!")],
+                  "etc/../../outside/pwned", BreakoutError)
+
+
+def test_dotdot_whiteout(world):
+    check_refused(world, [member("../outside/.wh.secret")], ".wh.secret", BreakoutError)
+
+
+def test_absolute_name_stays_inside(world):
+    layer, outside = world
+    before = snapshot(outside)
+    name = os.path.join(outside, "abs")       # absolute host path: relative to the layer
+    archive.apply_layer(layer, io.BytesIO(member(name, data=b"in") + END_OF_ARCHIVE))
+    assert open(os.path.join(layer, name.lstrip("/")), "rb").read() == b"in"
+    assert snapshot(outside) == before
+
+
+def test_symlink_target_escaping_the_root(world):
+    check_refused(world, [member("up", "2", linkname="../../../../../../../tmp")], "up",
+                  BreakoutError)
+
+
+def test_write_through_existing_symlink(world):
+    check_refused(world, [member("escape/pwned", data=b"!")], "escape/pwned", BreakoutError)
+
+
+def test_write_through_existing_relative_symlink(world):
+    check_refused(world, [member("relescape/secret", data=b"!")], "relescape/secret",
+                  BreakoutError)
+
+
+def test_symlink_then_file_under_it(world):
+    layer, outside = world
+    check_refused(world, [member("evil", "2", linkname=outside), member("evil/pwned",
+                                                                        data=b"!")],
+                  "evil/pwned", BreakoutError)
+
+
+def test_inner_symlink_then_file_under_it(world):
+    check_refused(world, [member("alias", "2", linkname="dir"), member("alias/x", data=b"!")],
+                  "alias/x", BreakoutError)
+
+
+def test_symlink_then_directory_under_it(world):
+    layer, outside = world
+    check_refused(world, [member("evil", "2", linkname=outside),
+                          member("evil/sub", "5", mode=0o777)],
+                  "evil/sub", BreakoutError)
+
+
+def test_whiteout_through_symlink(world):
+    check_refused(world, [member("escape/.wh.secret")], "escape/.wh.secret", BreakoutError)
+
+
+def test_opaque_through_symlink(world):
+    check_refused(world, [member("escape/.wh..wh..opq")], "escape/.wh..wh..opq",
+                  BreakoutError)
+
+
+def test_hard_link_to_outside(world):
+    check_refused(world, [member("hl", "1", linkname="../outside/secret")], "hl",
+                  BreakoutError)
+
+
+def test_hard_link_through_symlink(world):
+    check_refused(world, [member("hl", "1", linkname="escape/secret")], "hl", BreakoutError)
+
+
+def test_hard_link_to_absolute_host_path_resolves_inside(world):
+    layer, outside = world
+    # Taken relative to the layer root, where it does not exist.
+    check_refused(world, [member("hl", "1", linkname=os.path.join(outside, "secret"))], "hl",
+                  ArchiveError)
+
+
+def test_hard_link_then_write_through_it_stays_inside(world):
+    # A hard link to a file inside, then that name replaced: only the layer changes.
+    layer, outside = world
+    before = snapshot(outside)
+    data = member("a", data=b"a") + member("b", "1", linkname="a") + \
+        member("b", data=b"b") + END_OF_ARCHIVE
+    archive.apply_layer(layer, io.BytesIO(data))
+    assert open(os.path.join(layer, "a"), "rb").read() == b"a"
+    assert open(os.path.join(layer, "b"), "rb").read() == b"b"
+    assert snapshot(outside) == before
+
+
+def test_device_under_symlink(world):
+    check_refused(world, [member("escape/null", "3", mode=0o666)], "escape/null",
+                  BreakoutError)
+
+
+def test_root_replaced_by_a_file(world):
+    check_refused(world, [member("./", "0", data=b"x")], "./", ArchiveError)
+
+
+def test_truncated_tar(world):
+    layer, outside = world
+    before_layer, before_outside = snapshot(layer), snapshot(outside)
+    data = b"".join(honest_work() + [member("big", data=b"z" * 100000)]) + END_OF_ARCHIVE
+    for cut in (len(data) - 1024 - 50000, len(data) - 1024 - 100000 - 200):
+        with pytest.raises(ArchiveError, match="truncated") as info:
+            archive.apply_layer(layer, io.BytesIO(data[:cut]), layer_id="hostile-layer")
+        assert "hostile-layer" in str(info.value)
+        assert snapshot(layer) == before_layer
+        assert snapshot(outside) == before_outside
+
+
+def test_bad_checksum(world):
+    bad = bytearray(member("corrupt-entry", data=b"x"))
+    bad[100:108] = b"0000777\0"         # mode changed, checksum not
+    check_refused(world, [bytes(bad)], "corrupt-entry", ArchiveError)
+
+
+def test_malformed_size(world):
+    bad = bytearray(member("malformed-entry"))
+    bad[124:136] = b"12345678zz1\0"
+    bad[148:156] = b"        "
+    bad[148:156] = b"%06o\0 " % sum(bad)
+    check_refused(world, [bytes(bad)], "malformed-entry", ArchiveError)
+
+
+def test_pipe_stream_failure_is_restored(world):
+    layer, outside = world
+    before = snapshot(layer)
+    r, w = os.pipe()
+    data = b"".join(honest_work() + [member("../x")]) + END_OF_ARCHIVE
+    os.write(w, data)
+    os.close(w)
+    with os.fdopen(r, "rb", buffering=0) as stream, pytest.raises(BreakoutError):
+        archive.apply_layer(layer, stream)
+    assert snapshot(layer) == before
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(mnt)],
+                   check=True)
+    try:
+        yield str(mnt)
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_disk_full_is_restored(small_fs):
+    layer = os.path.join(small_fs, "layer")
+    os.mkdir(layer, 0o755)
+    os.makedirs(os.path.join(layer, "keep", "inner"))
+    with open(os.path.join(layer, "keep", "inner", "f"), "wb") as f:
+        f.write(b"k" * 100000)
+    os.symlink("keep", os.path.join(layer, "ln"))
+    before = snapshot(layer)
+    data = (member("keep/inner/f", data=b"r" * 1000) + member(".wh.ln") +
+            member("new/file", data=b"n") + member("huge", data=b"h" * (4 << 20)) +
+            END_OF_ARCHIVE)
+    with pytest.raises(GraphDriverError, match="huge") as info:
+        archive.apply_layer(layer, io.BytesIO(data), layer_id="full-layer")
+    assert "No space left" in str(info.value)
+    assert snapshot(layer) == before
+    assert os.listdir(layer) == sorted(["keep", "ln"]) or sorted(os.listdir(layer)) == [
+        "keep", "ln"]
