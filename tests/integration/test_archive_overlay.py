@@ -1,0 +1,91 @@
+"""The overlay whiteout format: on disk 0/0 character devices and
+trusted.overlay.opaque=y, on the wire .wh.<name> and .wh..wh..opq (root only:
+mknod and trusted.* xattrs)."""
+
+import io
+import os
+import stat
+
+import pytest
+
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import archive
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.tarstream import (
+    END_OF_ARCHIVE, encode_header, iter_entries, padding)
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: mknod, trusted.* xattrs")
+
+
+def member(name, tf="0", data=b"", mode=0o644, uid=0, gid=0, mtime=1500000000, **kw):
+    return encode_header(name.encode(), mode, uid, gid, len(data), mtime, tf, **kw) + \
+        data + padding(len(data))
+
+
+def test_apply_overlay_whiteouts(tmp_path):
+    upper = tmp_path / "diff"
+    upper.mkdir()
+    (upper / "keep").mkdir()
+    (upper / "keep" / "written-before").write_bytes(b"")
+    data = (member("d", "5", mode=0o755) + member("d/.wh..wh..opq") +
+            member("d/new", data=b"n") + member(".wh.gone", uid=5, gid=6) +
+            member("keep/.wh..wh..opq") + END_OF_ARCHIVE)
+    archive.apply_layer(str(upper), io.BytesIO(data), whiteout_format=archive.OVERLAY)
+    st = os.lstat(str(upper / "gone"))
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0 and (st.st_uid, st.st_gid) == (5, 6)
+    assert os.getxattr(str(upper / "d"), "trusted.overlay.opaque") == b"y"
+    assert os.getxattr(str(upper / "keep"), "trusted.overlay.opaque") == b"y"
+    # Opaque on disk hides the lower layers; nothing is deleted from this one.
+    assert os.listdir(str(upper / "keep")) == ["written-before"]
+    assert not os.path.lexists(str(upper / ".wh.gone"))
+    assert not os.path.lexists(str(upper / "d" / ".wh..wh..opq"))
+
+
+def test_tar_tree_overlay_to_wire_form(tmp_path):
+    upper = tmp_path / "diff"
+    (upper / "opq").mkdir(parents=True)
+    os.chmod(str(upper / "opq"), 0o751)
+    os.chown(str(upper / "opq"), 7, 8)
+    os.setxattr(str(upper / "opq"), "trusted.overlay.opaque", b"y")
+    (upper / "opq" / "f").write_bytes(b"f")
+    os.mknod(str(upper / "deleted"), stat.S_IFCHR | 0o600, 0)
+    os.mknod(str(upper / "realdev"), stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    got = [(e.name, e.typeflag, e.mode, e.uid, e.gid, e.size, e.xattrs)
+           for e in iter_entries(archive.tar_tree(str(upper),
+                                                  whiteout_format=archive.OVERLAY))]
+    assert got == [
+        (b".wh.deleted", "0", 0o600, 0, 0, 0, {}),
+        (b"opq/", "5", 0o40751, 7, 8, 0, {}),
+        (b"opq/.wh..wh..opq", "0", 0o751, 7, 8, 0, {}),
+        (b"opq/f", "0", 0o100644, 0, 0, 1, {}),
+        (b"realdev", "3", 0o20600, 0, 0, 0, {}),
+    ]
+
+
+def test_overlay_round_trip(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+    data = (member("o", "5") + member("o/.wh..wh..opq") + member("o/x", data=b"x") +
+            member(".wh.w") + END_OF_ARCHIVE)
+    archive.apply_layer(str(a), io.BytesIO(data), whiteout_format=archive.OVERLAY)
+    with archive.tar_tree(str(a), whiteout_format=archive.OVERLAY) as s:
+        archive.apply_layer(str(b), s, whiteout_format=archive.OVERLAY)
+    for d in (a, b):
+        assert os.getxattr(str(d / "o"), "trusted.overlay.opaque") == b"y"
+        assert stat.S_ISCHR(os.lstat(str(d / "w")).st_mode)
+        assert open(str(d / "o" / "x"), "rb").read() == b"x"
+
+
+def test_aufs_apply_of_devices_and_owners(tmp_path):
+    layer = tmp_path / "l"
+    layer.mkdir()
+    data = (member("dev/null", "3", mode=0o666, devmajor=1, devminor=3) +
+            member("dev/loop0", "4", mode=0o660, gid=6, devmajor=7, devminor=0) +
+            member("home/u", "5", mode=0o700, uid=1000, gid=1000) + END_OF_ARCHIVE)
+    archive.apply_layer(str(layer), io.BytesIO(data))
+    st = os.lstat(str(layer / "dev" / "null"))
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)
+    assert stat.S_IMODE(st.st_mode) == 0o666
+    st = os.lstat(str(layer / "dev" / "loop0"))
+    assert stat.S_ISBLK(st.st_mode) and st.st_gid == 6
+    st = os.lstat(str(layer / "home" / "u"))
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1000, 1000, 0o700)
