@@ -19,6 +19,7 @@ import os
 from . import archive
 from .backingfs import fs_name, nearest_existing
 from .command import require_tool, run
+from .apierrors import os_errors_as_driver_errors
 from .driver import register
 from .errors import CommandError, GraphDriverError, NotSupported, QuotaError
 from .fileutil import mkdir
@@ -33,6 +34,7 @@ UNMOUNT_TOOLS = ("fusermount3", "fusermount")
 
 
 @register
+@os_errors_as_driver_errors
 class FuseOverlayfsDriver(Overlay2Driver):
     name = "fuse-overlayfs"
     work_mode = 0o710

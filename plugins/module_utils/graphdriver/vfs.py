@@ -15,6 +15,7 @@ project quota (mount option ``pquota``), as in Docker.
 import os
 
 from .copy import dir_copy
+from .apierrors import os_errors_as_driver_errors
 from .driver import check_id, register
 from .errors import GraphDriverError, LayerExists, LayerNotFound
 from .fileutil import makedirs, mkdir, remove_tree
@@ -25,6 +26,7 @@ DIR = "dir"
 
 
 @register
+@os_errors_as_driver_errors
 class VFSDriver(NaiveDiffDriver):
     name = "vfs"
 
