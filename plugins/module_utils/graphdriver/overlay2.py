@@ -118,6 +118,8 @@ class Overlay2Driver(NaiveDiffDriver):
         self.backing_fs = fs_name(testdir)
         self._check_support(testdir)
         self.supports_d_type = supports_d_type(testdir)
+        # Refused even for an existing home: 20.10 still tolerated that
+        # (moby #27443), later engines do not, and overlay misbehaves there.
         if not self.supports_d_type:
             raise d_type_error(self.name, self.backing_fs)
         self._make_home()
