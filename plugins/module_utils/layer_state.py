@@ -14,6 +14,7 @@ __metaclass__ = type
 
 import gzip
 import hashlib
+import os
 
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.refcount import RefCounter
@@ -42,8 +43,38 @@ def open_tar(path):
     return f
 
 
+def counts_mounts(drv):
+    """Whether the driver mounts layers and counts Get/Put (overlay2, zfs …)."""
+    return any(isinstance(v, RefCounter) for v in vars(drv).values())
+
+
+def mounts_layer(drv, layer_id, parent=None):
+    """Whether Get of this layer mounts something (and is counted).
+
+    vfs and btrfs layers are plain directories: Docker's Get returns the
+    directory and Put does nothing. overlay2's base layer (no ``lower``
+    file) is its ``diff`` directory, never mounted. Such a layer is
+    "mounted" whenever it exists. ``parent`` tells for a layer not made yet.
+    """
+    if not counts_mounts(drv):
+        return False
+    if drv.name in ("overlay2", "fuse-overlayfs"):
+        if drv.exists(layer_id):
+            return os.path.exists(os.path.join(drv.home, layer_id, "lower"))
+        return bool(parent)
+    return True
+
+
 def mount_count(drv, layer_id):
+    if not counts_mounts(drv):
+        return 0
     return RefCounter(drv.name, drv.home).count(layer_id)
+
+
+def is_mounted(drv, layer_id):
+    if not drv.exists(layer_id):
+        return False
+    return not mounts_layer(drv, layer_id) or mount_count(drv, layer_id) > 0
 
 
 def describe(drv, layer_id, parent, digest):
@@ -127,6 +158,10 @@ class LayerState(object):
 
     def mounted(self, check_mode):
         changed = self.present(check_mode)
+        if not mounts_layer(self.drv, self.id, self.parent):
+            if not (check_mode and changed):
+                self.path = self.drv.get(self.id)
+            return changed
         if not changed and mount_count(self.drv, self.id) > 0:
             self.path = self.current_path()
             return False

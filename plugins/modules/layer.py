@@ -141,8 +141,10 @@ mounted:
   description: Whether the layer holds a mount reference after the run.
   returned: always
   type: bool
-path:
-  description: The layer's root as mounted; V(null) unless O(state=mounted).
+layer_path:
+  description:
+    - The layer's root as mounted (not named C(path): Ansible would then overwrite RV(size) with the
+      directory's own size); V(null) unless O(state=mounted) (and in check mode for a new layer).
   returned: always
   type: str
   sample: /var/lib/docker/overlay2/0f3c.../merged
@@ -170,7 +172,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import new
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
-from ansible_collections.strata.graphdriver.plugins.module_utils.layer_state import LayerState, describe, mount_count
+from ansible_collections.strata.graphdriver.plugins.module_utils.layer_state import LayerState, describe, is_mounted, mounts_layer
 
 from ansible_collections.strata.graphdriver.plugins.module_utils import all_drivers  # noqa: F401 pylint: disable=unused-import
 
@@ -197,7 +199,7 @@ def main():
     )
     p = module.params
     home = p['home'] or os.path.join(p['data_root'], p['driver'])
-    result = dict(changed=False, id=p['id'], home=home, commands=[], path=None)
+    result = dict(changed=False, id=p['id'], home=home, commands=[], layer_path=None)
     if p['tar'] and not os.path.isfile(p['tar']):
         module.fail_json(msg='layer tar %s does not exist on the host: copy it there first' % p['tar'], **result)
     try:
@@ -209,8 +211,10 @@ def main():
         after = observe(drv, p['id'])
         if module.check_mode and changed:
             # Nothing was done: say what would be.
-            after = {'exists': p['state'] in ('present', 'mounted'), 'mounted': p['state'] == 'mounted'}
-        result.update(after, changed=changed, commands=state.commands, path=state.path)
+            exists = p['state'] in ('present', 'mounted')
+            after = {'exists': exists,
+                     'mounted': p['state'] == 'mounted' or (exists and not mounts_layer(drv, p['id'], p['parent']))}
+        result.update(after, changed=changed, commands=state.commands, layer_path=state.path)
         if after['exists'] and drv.exists(p['id']):
             result.update(describe(drv, p['id'], p['parent'], p['digest']))
     except GraphDriverError as e:
@@ -221,8 +225,7 @@ def main():
 
 
 def observe(drv, layer_id):
-    exists = drv.exists(layer_id)
-    return {'exists': exists, 'mounted': exists and mount_count(drv, layer_id) > 0}
+    return {'exists': drv.exists(layer_id), 'mounted': is_mounted(drv, layer_id)}
 
 
 if __name__ == '__main__':
