@@ -2,7 +2,8 @@
 
 A test says which driver it is about through ``user_properties``
 ("driver", name) (the conformance suite does); otherwise the driver is
-taken from the module name, ``test_<driver>.py``.
+taken from a parameter id naming one (``[overlay2]``), else from the module
+name (``test_<driver>.py``, ``test_modules_<driver>.py``).
 """
 
 import collections
@@ -15,10 +16,15 @@ def _driver_of(report):
     for key, value in getattr(report, "user_properties", ()):
         if key == "driver":
             return value
+    names = registered()
+    params = report.nodeid.rpartition("[")[2].rstrip("]") if "[" in report.nodeid else ""
+    for name in sorted(names, key=len, reverse=True):     # fuse-overlayfs before overlay
+        if params == name or params.startswith(name + "-") or params.endswith("-" + name):
+            return name
     module = os.path.basename(report.nodeid.split("::", 1)[0])
     stem = module[len("test_"):-len(".py")] if module.startswith("test_") else module
-    for name in registered():
-        if stem == name.replace("-", "_"):
+    for name in names:
+        if stem == name.replace("-", "_") or stem.endswith("_" + name.replace("-", "_")):
             return name
     return "(other)"
 
