@@ -376,7 +376,10 @@ def write_random_file(path, size):
             while view:
                 view = view[os.write(fd, view):]
             left -= len(chunk)
-        os.fsync(fd)   # on xfs the quota is charged at allocation; force it now
+        # Docker's os.WriteFile has no fsync; xfs refuses at write() time when
+        # the delayed-allocation reservation passes the limit. The fsync only
+        # makes an error that a filesystem reports at writeback count too.
+        os.fsync(fd)
     finally:
         os.close(fd)
 
