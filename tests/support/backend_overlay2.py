@@ -3,7 +3,8 @@ file; the home is ``<mount>/overlay2`` as under a /var/lib/docker on xfs.
 
 Why xfs rather than the host's ext4 /var/tmp: it is Docker's documented
 overlay2 backing filesystem (``ftype=1`` is what d_type needs), the only one
-where overlay2 takes a ``size`` quota (so SetQuota runs instead of skipping),
+where overlay2 takes a ``size`` quota (SetQuota runs where the kernel has
+CONFIG_XFS_QUOTA; without it the mount falls back to no quota and it skips),
 and Docker writes its ``backingFsBlockDev`` there, so the layout under test
 is the full one. A private filesystem also keeps 128-layer runs off the host.
 """

@@ -2,7 +2,7 @@
 
 Why xfs rather than the host's ext4: it is the only filesystem where Docker's
 vfs enforces a ``size`` quota (project quota), so the SetQuota test runs
-instead of skipping, and mkfs.xfs makes reflink=1 filesystems, so a child
+where the kernel has CONFIG_XFS_QUOTA (else it skips, saying so), and mkfs.xfs makes reflink=1 filesystems, so a child
 layer's copy goes through the FICLONE fast path as on a real xfs host.
 """
 
