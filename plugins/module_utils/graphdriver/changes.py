@@ -27,16 +27,23 @@ _S_IFDIR = stat.S_IFDIR
 
 
 def _cap(path):
+    # listxattr first: most files have no xattr at all, and a failing
+    # getxattr costs an exception per file.
     try:
+        if CAPABILITY_XATTR not in os.listxattr(path, follow_symlinks=False):
+            return None
         return os.getxattr(path, CAPABILITY_XATTR, follow_symlinks=False)
     except OSError:
         return None
 
 
-def _entries(path):
+def _entries(fd):
     """name -> d_ino of a directory, from getdents alone."""
-    with os.scandir(path) as it:
+    with os.scandir(fd) as it:
         return {e.name: e.inode() for e in it}
+
+
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _stat_different(o, n):
@@ -68,7 +75,7 @@ class _Walker(object):
         out = self.out
         with os.scandir(npath) as it:
             for e in it:
-                crel = rel + b"/" + e.name
+                crel = rel + "/" + e.name
                 out.append((crel, ADD))
                 if e.is_dir(follow_symlinks=False):
                     self._all_added(e.path, crel)
@@ -86,32 +93,49 @@ class _Walker(object):
         odir = ost is not None and stat.S_ISDIR(ost.st_mode)
         if not ndir:
             return False    # a non-directory: old children are not reported
-        new_names = _entries(npath)
-        old_names = _entries(opath) if odir else {}
+        # stat relative to open directories: one path component per lookup.
+        nfd = os.open(npath, _O_DIR)
+        ofd = None
+        try:
+            new_names = _entries(nfd)
+            if odir:
+                ofd = os.open(opath, _O_DIR)
+                old_names = _entries(ofd)
+            else:
+                old_names = {}
+            return self._compare(rel, npath, opath, nst, ost, nfd, ofd, new_names,
+                                 old_names, mark)
+        finally:
+            os.close(nfd)
+            if ofd is not None:
+                os.close(ofd)
+
+    def _compare(self, rel, npath, opath, nst, ost, nfd, ofd, new_names, old_names, mark):
+        out = self.out
         same_dev = ost is not None and nst.st_dev == ost.st_dev
-        lstat = os.lstat
+        lstat = os.stat
         for name, ino in new_names.items():
-            crel = rel + b"/" + name
+            crel = rel + "/" + name
             oino = old_names.pop(name, None)
             if oino is not None and same_dev and oino == ino:
                 continue    # same inode on the same device: pruned unseen
             try:
-                cn = lstat(npath + b"/" + name)
+                cn = lstat(name, dir_fd=nfd, follow_symlinks=False)
             except FileNotFoundError:
                 continue
             co = None
             if oino is not None:
                 try:
-                    co = lstat(opath + b"/" + name)
+                    co = lstat(name, dir_fd=ofd, follow_symlinks=False)
                 except FileNotFoundError:
                     co = None
             if co is None:
                 out.append((crel, ADD))
                 if stat.S_ISDIR(cn.st_mode):
-                    self._all_added(npath + b"/" + name, crel)
+                    self._all_added(npath + "/" + name, crel)
                 continue
             changed = _stat_different(co, cn) or (
-                _cap(npath + b"/" + name) != _cap(opath + b"/" + name))
+                _cap(npath + "/" + name) != _cap(opath + "/" + name))
             at = len(out)
             if changed:
                 out.append((crel, CHANGE))
@@ -120,12 +144,14 @@ class _Walker(object):
                     # Docker inserts the parent's C before its children.
                     out.insert(at, (crel, CHANGE))
         for name in old_names:
-            out.append((rel + b"/" + name, DELETE))
+            out.append((rel + "/" + name, DELETE))
         return len(out) > mark
 
 
 def _sorted_changes(raw):
-    raw.sort(key=lambda c: c[0])
+    # Go compares the paths' bytes.
+    fsencode = os.fsencode
+    raw.sort(key=lambda c: fsencode(c[0]))
     return [Change(os.fsdecode(p), k) for p, k in raw]
 
 
@@ -134,19 +160,21 @@ def changes_dirs(new_root, old_root):
 
     ``old_root`` None or '' means an empty old tree (everything is an Add).
     """
-    new_b = os.fsencode(os.path.abspath(new_root))
+    # str paths (surrogate-escaped) on this hot path: scandir of a
+    # descriptor yields str names, and encoding each would cost more.
+    new_s = os.path.abspath(os.fsdecode(new_root))
     try:
-        nst = os.lstat(new_b)
+        nst = os.lstat(new_s)
         if old_root:
-            old_b = os.fsencode(os.path.abspath(old_root))
-            ost = os.lstat(old_b)
+            old_s = os.path.abspath(os.fsdecode(old_root))
+            ost = os.lstat(old_s)
         else:
-            old_b, ost = b"/nonexistent-empty-tree", None
-        w = _Walker(new_b, old_b)
+            old_s, ost = "/nonexistent-empty-tree", None
+        w = _Walker(new_s, old_s)
         if ost is None:
-            w._all_added(new_b, b"")
+            w._all_added(new_s, "")
         else:
-            w.walk(b"", nst, ost)
+            w.walk("", nst, ost)
     except RecursionError:
         raise GraphDriverError("changes of %s: tree too deep" % new_root)
     except OSError as e:
