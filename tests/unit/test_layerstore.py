@@ -76,7 +76,11 @@ def test_register_writes_dockers_files(store):
     assert stat.S_IMODE(os.stat(d).st_mode) == 0o700  # ioutil.TempDir, renamed
     for name in os.listdir(d):
         assert stat.S_IMODE(os.stat(os.path.join(d, name)).st_mode) == 0o644
-    read = lambda n: open(os.path.join(d, n)).read()  # noqa: E731
+
+    def read(name):
+        with open(os.path.join(d, name)) as f:
+            return f.read()
+
     assert read("diff") == child.diff_id  # no newline, as Docker writes it
     assert read("parent") == base.chain_id
     assert read("cache-id") == child.cache_id and len(child.cache_id) == 64

@@ -320,4 +320,3 @@ def import_archive(data_root, driver, archive_path, exec_root=None, pidfile=None
         return imported
     finally:
         archive.close()
-
