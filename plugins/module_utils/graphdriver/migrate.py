@@ -1,0 +1,233 @@
+"""Move a stopped engine's images from one storage driver to another.
+
+Docker hides every image when ``storage-driver`` changes: images live in
+``image/<driver>/`` and layers in ``<data-root>/<driver>/``. We carry them
+over layer by layer: each layer's exact tar is rebuilt from the source
+(tar-split plus the source driver's files, the bytes Docker hashed), and
+registered into the target driver's layer store with its DiffID checked, so
+every ChainID, and therefore every image ID, stays the same. The image
+configs and tags are copied last, so the target never shows an image whose
+layers are not all there.
+
+The source is left as it was: switching ``storage-driver`` back is the
+rollback. A failure part-way removes the target layers this run added.
+Containers are not carried (Docker ignores containers made with another
+driver; they stay loadable by switching back): they are reported.
+"""
+
+import os
+import shutil
+import threading
+import time
+
+from . import engine
+from .driver import new
+from .errors import GraphDriverError
+from .fileutil import atomic_write, makedirs
+from .imagestore import ImageStore
+from .selection import check_driver
+from .layerstore import LayerStore
+
+# Copied as they are from image/<source>/ to image/<target>/: the image
+# configs and their metadata, and the registry digests of pulled layers.
+_IMAGE_TREES = ("imagedb", "distribution")
+
+
+class MigrationError(GraphDriverError):
+    pass
+
+
+class Plan(object):
+    """What a migration would do; also the result of one that ran."""
+
+    def __init__(self, data_root, source, target):
+        self.data_root, self.source, self.target = data_root, source, target
+        self.images = []            # image ids carried
+        self.tags = []              # familiar references carried
+        self.layers_to_copy = []    # ChainIDs, parents first
+        self.layers_present = []    # already in the target
+        self.bytes_to_copy = 0      # sum of the source layers' sizes
+        self.containers_left = []   # container ids not carried
+        self.layers_copied = []
+        self.metadata_changed = False
+        self.seconds = 0.0
+
+    @property
+    def changed(self):
+        return bool(self.layers_copied) or self.metadata_changed
+
+    def as_dict(self):
+        return {
+            "data_root": self.data_root, "source": self.source, "target": self.target,
+            "images": self.images, "tags": self.tags,
+            "layers_to_copy": self.layers_to_copy, "layers_present": self.layers_present,
+            "layers_copied": self.layers_copied, "bytes_to_copy": self.bytes_to_copy,
+            "containers_left": self.containers_left, "changed": self.changed,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _drivers(data_root, source, target, source_options, target_options):
+    if source == target:
+        raise MigrationError("source and target driver are both %s" % source)
+    src = new(source, os.path.join(data_root, source), source_options)
+    dst = new(target, os.path.join(data_root, target), target_options)
+    return src, dst
+
+
+def plan(data_root, source, target, source_options=None, target_options=None):
+    """The Plan, writing nothing (check mode). Refuses while an engine runs.
+
+    Nothing may appear on disk here: an empty ``<data-root>/<target>`` alone
+    would count as prior state for Docker's driver pick.
+    """
+    data_root = os.path.abspath(data_root)
+    engine.ensure_stopped(data_root)
+    if source == target:
+        raise MigrationError("source and target driver are both %s" % source)
+    supported, reason = check_driver(target, os.path.join(data_root, target), target_options)
+    if not supported:
+        raise MigrationError("cannot migrate to %s here: %s" % (target, reason))
+    if not os.path.isdir(os.path.join(data_root, "image", source, "layerdb")):
+        raise MigrationError("%s has no %s layer store (image/%s/layerdb)"
+                             % (data_root, source, source))
+    src = new(source, os.path.join(data_root, source), source_options)
+    src_store = LayerStore(data_root, src, recover=False)
+    dst_store = None
+    if os.path.isdir(os.path.join(data_root, "image", target, "layerdb")):
+        dst = new(target, os.path.join(data_root, target), target_options)
+        dst_store = LayerStore(data_root, dst, recover=False)
+    return _plan(data_root, src_store, dst_store, target)[0]
+
+
+def _plan(data_root, src_store, dst_store, target=None):
+    source = src_store.driver.name
+    target = dst_store.driver.name if dst_store else target
+    p = Plan(data_root, source, target)
+    src_images = ImageStore(data_root, source)
+    p.images = sorted(src_images.images())
+    p.tags = sorted(src_images.tags())
+    layers = sorted(src_store.layers(), key=lambda l: src_store.depth(l.chain_id))
+    for layer in layers:
+        if dst_store is not None and dst_store.exists(layer.chain_id):
+            p.layers_present.append(layer.chain_id)
+        else:
+            p.layers_to_copy.append(layer.chain_id)
+            p.bytes_to_copy += layer.size
+    p.containers_left = [m.name for m in src_store.mounts()]
+    return p, layers
+
+
+def migrate(data_root, source, target, source_options=None, target_options=None,
+            progress=None):
+    """Carry every image of ``source`` over to ``target``; returns the Plan.
+
+    ``progress(done, total, chain_id)`` is called after each layer copied.
+    Idempotent: layers and images already in the target are not copied again.
+    """
+    started = time.monotonic()
+    data_root = os.path.abspath(data_root)
+    engine.ensure_stopped(data_root)
+    src, dst = _drivers(data_root, source, target, source_options, target_options)
+    src_store, dst_store = LayerStore(data_root, src), LayerStore(data_root, dst)
+    p, layers = _plan(data_root, src_store, dst_store)
+    todo = set(p.layers_to_copy)
+    try:
+        for layer in layers:
+            if layer.chain_id not in todo:
+                continue
+            _copy_layer(src_store, dst_store, layer)
+            p.layers_copied.append(layer.chain_id)
+            if progress:
+                progress(len(p.layers_copied), len(todo), layer.chain_id)
+    except BaseException:
+        for chain in reversed(p.layers_copied):
+            try:
+                dst_store.remove(chain)
+            except GraphDriverError:
+                pass  # left for `gc`; the error below is the one that matters
+        raise
+    p.metadata_changed = _copy_image_metadata(data_root, source, target)
+    p.seconds = time.monotonic() - started
+    return p
+
+
+def _copy_layer(src_store, dst_store, layer):
+    """Stream the source layer's exact tar into the target store."""
+    read_fd, write_fd = os.pipe()
+    reader, writer = os.fdopen(read_fd, "rb"), os.fdopen(write_fd, "wb")
+    failure = []
+
+    def produce():
+        try:
+            src_store.tar_stream_to(layer.chain_id, writer)
+        except BaseException as e:  # reported after the consumer stops
+            failure.append(e)
+        finally:
+            try:
+                writer.close()
+            except OSError:
+                pass  # consumer gone: its error is raised instead
+
+    thread = threading.Thread(target=produce, name="migrate-" + layer.chain_id[7:19])
+    thread.start()
+    try:
+        dst_store.register(reader, layer.parent, diff_id=layer.diff_id)
+    except GraphDriverError as e:
+        if failure:
+            raise MigrationError("layer %s: reading it from %s failed: %s"
+                                 % (layer.chain_id, src_store.driver.name, failure[0]))
+        raise MigrationError("layer %s: writing it into %s failed: %s"
+                             % (layer.chain_id, dst_store.driver.name, e))
+    finally:
+        reader.close()
+        thread.join()
+    if failure:
+        raise MigrationError("layer %s: reading it from %s failed: %s"
+                             % (layer.chain_id, src_store.driver.name, failure[0]))
+
+
+def _copy_image_metadata(data_root, source, target):
+    """image/<source>/{imagedb,distribution} and tags into image/<target>/."""
+    src_root = os.path.join(data_root, "image", source)
+    dst_root = os.path.join(data_root, "image", target)
+    changed = False
+    for tree in _IMAGE_TREES:
+        top = os.path.join(src_root, tree)
+        for dirpath, dirnames, filenames in os.walk(top):
+            rel = os.path.relpath(dirpath, src_root)
+            makedirs(os.path.join(dst_root, rel), 0o700)
+            for name in filenames:
+                src_file = os.path.join(dirpath, name)
+                dst_file = os.path.join(dst_root, rel, name)
+                with open(src_file, "rb") as f:
+                    data = f.read()
+                if _read_bytes(dst_file) != data:
+                    atomic_write(dst_file, data, mode=os.stat(src_file).st_mode & 0o777)
+                    changed = True
+    tags = ImageStore(data_root, source).tags()
+    dst_images = ImageStore(data_root, target)
+    if any(dst_images.tags().get(ref) != image for ref, image in tags.items()):
+        dst_images.add_tags(tags)
+        changed = True
+    return changed
+
+
+def _read_bytes(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def remove_source(data_root, source, source_options=None):
+    """Delete the source driver's layers and image metadata (after a migration)."""
+    data_root = os.path.abspath(data_root)
+    engine.ensure_stopped(data_root)
+    drv = new(source, os.path.join(data_root, source), source_options)
+    store = LayerStore(data_root, drv)
+    for layer in sorted(store.layers(), key=lambda l: -store.depth(l.chain_id)):
+        store.remove(layer.chain_id)
+    drv.cleanup()
+    shutil.rmtree(os.path.join(data_root, "image", source), ignore_errors=True)

@@ -1,0 +1,102 @@
+"""Migrating a real dockerd's data-root from one driver to another.
+
+dockerd (vfs) builds a two-layer image and leaves a container; we stop it,
+migrate to overlay2, and a dockerd started with overlay2 lists the same image
+IDs and runs the image. Then: a second run copies nothing; a corrupted source
+layer stops the migration and leaves the target as it was; a running engine
+is refused.
+"""
+
+import os
+
+import pytest
+
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import (
+    engine, migrate, new)
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.layerstore import (
+    LayerStore)
+from tests.support import dockerd as dockerd_support
+from tests.support import images
+
+
+@pytest.fixture
+def vfs_data_root(tmp_path):
+    """A data-root written by a real dockerd on vfs: an image and a container."""
+    reason = dockerd_support.available() or images.busybox_available()
+    if reason:
+        pytest.skip(reason)
+    data_root = str(tmp_path / "docker")
+    with dockerd_support.dockerd(str(tmp_path / "d-vfs"), "vfs", data_root) as d:
+        image_id = images.build_into(d, str(tmp_path))
+        d.docker("create", "--name", "left-behind", "--network", "none", images.TAG)
+        ids = sorted(d.docker("images", "-q", "--no-trunc").split())
+    return data_root, image_id, ids
+
+
+def _tree(root):
+    """Every path under root with its mtime, but vfs's backingFsBlockDev,
+    which opening the driver makes anew as Docker does (projectquota)."""
+    out = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            if name == "backingFsBlockDev":
+                continue
+            out.add((path, os.lstat(path).st_mtime_ns if name != "vfs" else 0))
+    return out
+
+
+def test_images_survive_a_driver_switch(vfs_data_root, tmp_path):
+    data_root, image_id, ids_before = vfs_data_root
+
+    before = _tree(data_root)
+    plan = migrate.plan(data_root, "vfs", "overlay2")
+    assert _tree(data_root) == before, "planning writes nothing"
+    assert plan.images == ids_before
+    assert len(plan.layers_to_copy) == 2 and plan.layers_present == []
+    assert plan.containers_left, "the container made on vfs is reported, not carried"
+
+    seen = []
+    result = migrate.migrate(data_root, "vfs", "overlay2",
+                             progress=lambda done, total, chain: seen.append((done, total)))
+    assert result.layers_copied == plan.layers_to_copy
+    assert seen == [(1, 2), (2, 2)]
+
+    with dockerd_support.dockerd(str(tmp_path / "d-ovl"), "overlay2", data_root) as d:
+        assert sorted(d.docker("images", "-q", "--no-trunc").split()) == ids_before
+        out = d.docker("run", "--rm", "--network", "none", images.TAG, *images.RUN_CMD)
+        assert out == images.EXPECTED_OUTPUT
+        assert d.docker("inspect", "-f", "{{.Id}}", images.TAG).strip() == image_id
+
+    # the source is untouched: vfs still has its layers, all verifying
+    vfs_store = LayerStore(data_root, new("vfs", os.path.join(data_root, "vfs")))
+    assert all(err is None for err in vfs_store.verify_all().values())
+
+    again = migrate.migrate(data_root, "vfs", "overlay2")
+    assert again.layers_copied == [] and not again.changed
+
+
+def test_corrupt_source_layer_leaves_target_unchanged(vfs_data_root):
+    data_root, _, _ = vfs_data_root
+    vfs = new("vfs", os.path.join(data_root, "vfs"))
+    store = LayerStore(data_root, vfs)
+    top = max(store.layers(), key=lambda l: store.depth(l.chain_id))
+    with open(os.path.join(vfs.home, "dir", top.cache_id, "second.txt"), "w") as f:
+        f.write("tampered\n")
+
+    with pytest.raises(migrate.MigrationError) as err:
+        migrate.migrate(data_root, "vfs", "overlay2")
+    assert top.chain_id in str(err.value)
+
+    target = LayerStore(data_root, new("overlay2", os.path.join(data_root, "overlay2")))
+    assert target.layers() == [], "the base layer copied before the failure is rolled back"
+    assert target.orphans() == []
+    assert not os.path.exists(os.path.join(data_root, "image", "overlay2", "repositories.json"))
+
+
+def test_refused_while_the_engine_runs(vfs_data_root, tmp_path):
+    data_root, _, _ = vfs_data_root
+    with dockerd_support.dockerd(str(tmp_path / "d-again"), "vfs", data_root):
+        with pytest.raises(engine.EngineRunning):
+            migrate.migrate(data_root, "vfs", "overlay2")
+    assert not os.path.exists(os.path.join(data_root, "overlay2"))
