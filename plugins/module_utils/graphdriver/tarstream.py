@@ -69,6 +69,13 @@ MAX_SPECIAL = 1 << 20
 
 _HAVE_CFR = [hasattr(os, "copy_file_range")]
 _ZERO_BLOCK = b"\0" * BLOCK
+_TERMB = (b"\0", b" ")
+# One C call splits a header into its fields (octal fields apart from their
+# terminator byte, for the fast path in _make_entry).
+_UNPACK = struct.Struct("100s7sc7sc7sc11sc11sc8x1x100s8s32s32s16x155s12x").unpack
+_NO_XATTRS = {}     # shared, never mutated: most entries have none
+_NO_PAX = {}
+_ZERO_PADS = [b"\0" * n for n in range(BLOCK)]
 _USTAR_MAGIC = b"ustar\x0000"
 _GNU_MAGIC = b"ustar  \x00"
 _STAR_TRAILER = b"tar\x00"
@@ -293,8 +300,18 @@ class TarReader(object):
             self._skip(self._remaining, entry)
             self._remaining = 0
         if entry is not None and entry.pad is None:
-            entry.pad = self._take(self._padlen, "padding of %r" % entry.name) \
-                if self._padlen else b""
+            n = self._padlen
+            if not n:
+                entry.pad = b""
+            elif self._end - self._start >= n:
+                s = self._start
+                pad = self._buf[s:s + n]
+                # Almost always zeros: share one object then.
+                entry.pad = _ZERO_PADS[n] if pad == _ZERO_PADS[n] else bytes(pad)
+                self._start = s + n
+                self.offset += n
+            else:
+                entry.pad = self._take(n, "padding of %r" % entry.name)
 
     def _skip(self, n, entry):
         avail = self._end - self._start
@@ -348,6 +365,18 @@ class TarReader(object):
     def _copy_payload(self, fd):
         entry = self._entry
         total = self._remaining
+        s = self._start
+        if self._end - s >= total:
+            # The common case, a small file: all of it is in the buffer.
+            view = self._view[s:s + total]
+            n = os.write(fd, view)
+            if n != total:
+                _write_all(fd, view[n:])
+            self._start = s + total
+            self.offset += total
+            self._remaining = 0
+            self._finish_payload()
+            return total
         avail = min(self._end - self._start, self._remaining)
         if avail:
             _write_all(fd, self._view[self._start:self._start + avail])
@@ -432,15 +461,17 @@ class TarReader(object):
         pax = None
         longname = longlink = None
         while True:
-            have = self._fill(BLOCK)
-            if have == 0:
-                return None     # EOF on a block boundary: Go ends the archive here
-            if have < BLOCK:
-                raise ArchiveError("tar stream truncated at offset %d (header)" % (
-                    self.offset + have))
+            if self._end - self._start < BLOCK:
+                have = self._fill(BLOCK)
+                if have == 0:
+                    return None     # EOF on a block boundary: Go ends the archive here
+                if have < BLOCK:
+                    raise ArchiveError("tar stream truncated at offset %d (header)" % (
+                        self.offset + have))
             s = self._start
-            blk = bytes(self._view[s:s + BLOCK])
+            blk = self._buf[s:s + BLOCK]
             if blk == _ZERO_BLOCK:
+                blk = bytes(blk)
                 self._start += BLOCK
                 self.offset += BLOCK
                 end = [blk]
@@ -461,7 +492,13 @@ class TarReader(object):
                                        % start_offset)
                 self._end_raw = b"".join(end)
                 return None
-            if not _checksum_ok(blk):
+            blk = bytes(blk)
+            try:
+                ok = (blk[154] == 0 and
+                      int(blk[148:154], 8) == sum(blk) - sum(blk[148:156]) + 256)
+            except ValueError:
+                ok = False
+            if not ok and not _checksum_ok(blk):    # other layouts, signed sums
                 raise ArchiveError("tar: bad header checksum at offset %d" % self.offset,
                                    _cstr(blk[0:100]))
             self._start += BLOCK
@@ -498,41 +535,56 @@ class TarReader(object):
                                % (self.offset - BLOCK, e), _cstr(blk[0:100]))
 
     def _make_entry(self, blk, tf, raw, start_offset, pax, longname, longlink):
+        (name, f_mode, t_mode, f_uid, t_uid, f_gid, t_gid, f_size, t_size, f_mtime,
+         t_mtime, linkname, magic, uname, gname, prefix) = _UNPACK(blk)
         e = Entry()
-        magic = blk[257:265]
-        name = _cstr(blk[0:100])
+        name = name.partition(b"\0")[0]
+        linkname = linkname.partition(b"\0")[0]
         if magic == _USTAR_MAGIC:
             if blk[508:512] == _STAR_TRAILER:
-                prefix = _cstr(blk[345:476])
-            else:
-                prefix = _cstr(blk[345:500])
+                prefix = blk[345:476]
+            prefix = prefix.partition(b"\0")[0]
             if prefix:
                 name = prefix + b"/" + name
             ext = True
         else:
             ext = magic == _GNU_MAGIC
-        num = self._num
-        e.mode = num(blk, 100, 108)
-        e.uid = num(blk, 108, 116)
-        e.gid = num(blk, 116, 124)
-        size = num(blk, 124, 136)
-        mtime = num(blk, 136, 148)
-        e.linkname = _cstr(blk[157:257])
+        try:
+            # Fast path: octal fields ended by NUL or space, as every
+            # common writer emits them; anything else takes the slow path.
+            if not (t_mode in _TERMB and t_uid in _TERMB and t_gid in _TERMB
+                    and t_size in _TERMB and t_mtime in _TERMB):
+                raise ValueError
+            mode = int(f_mode, 8)
+            uid = int(f_uid, 8)
+            gid = int(f_gid, 8)
+            size = int(f_size, 8)
+            mtime = int(f_mtime, 8)
+            if mode < 0 or uid < 0 or gid < 0 or size < 0 or mtime < 0:
+                raise ValueError
+        except ValueError:
+            num = self._num
+            mode = num(blk, 100, 108)
+            uid = num(blk, 108, 116)
+            gid = num(blk, 116, 124)
+            size = num(blk, 124, 136)
+            mtime = num(blk, 136, 148)
         if ext:
-            e.uname = _cstr(blk[265:297])
-            e.gname = _cstr(blk[297:329])
-            if tf in (CHAR, BLOCKDEV):
-                e.devmajor = num(blk, 329, 337)
-                e.devminor = num(blk, 337, 345)
+            uname = uname.partition(b"\0")[0]
+            gname = gname.partition(b"\0")[0]
+            if tf == CHAR or tf == BLOCKDEV:
+                e.devmajor = self._num(blk, 329, 337)
+                e.devminor = self._num(blk, 337, 345)
             else:
                 e.devmajor = e.devminor = 0
         else:
-            e.uname = e.gname = b""
+            uname = gname = b""
             e.devmajor = e.devminor = 0
         mtime_ns = mtime * 1000000000
         atime_ns = None
-        xattrs = {}
+        xattrs = _NO_XATTRS
         if pax:
+            xattrs = {}
             try:
                 for k, v in pax.items():
                     if not v:
@@ -540,22 +592,22 @@ class TarReader(object):
                     if k == "path":
                         name = v
                     elif k == "linkpath":
-                        e.linkname = v
+                        linkname = v
                     elif k == "size":
                         size = int(v)
                     elif k == "uid":
-                        e.uid = int(v)
+                        uid = int(v)
                     elif k == "gid":
-                        e.gid = int(v)
+                        gid = int(v)
                     elif k == "mtime":
                         mtime_ns = parse_pax_time(v)
                         mtime = mtime_ns // 1000000000
                     elif k == "atime":
                         atime_ns = parse_pax_time(v)
                     elif k == "uname":
-                        e.uname = v
+                        uname = v
                     elif k == "gname":
-                        e.gname = v
+                        gname = v
                     elif k.startswith("SCHILY.xattr."):
                         xattrs[k[13:]] = v
                     elif k.startswith("GNU.sparse."):
@@ -564,25 +616,33 @@ class TarReader(object):
             except ValueError as err:
                 raise ArchiveError("tar: bad PAX record at offset %d: %s"
                                    % (start_offset, err), name)
+        else:
+            pax = _NO_PAX
         if longname is not None:
             name = longname
         if longlink is not None:
-            e.linkname = longlink
+            linkname = longlink
         if tf == REGA:
             tf = DIR if name.endswith(b"/") else REG
-        if tf == GNU_SPARSE:
+        elif tf == GNU_SPARSE:
             raise ArchiveError("tar: GNU sparse files are not supported", name)
         if size < 0:
             raise ArchiveError("tar: negative size", name)
         e.name = name
+        e.mode = mode
+        e.uid = uid
+        e.gid = gid
+        e.linkname = linkname
+        e.uname = uname
+        e.gname = gname
         e.typeflag = tf
         e.size = size
         e.mtime = mtime
         e.mtime_ns = mtime_ns
         e.atime_ns = atime_ns
-        e.pax = pax or {}
+        e.pax = pax
         e.xattrs = xattrs
-        e.raw = b"".join(raw)
+        e.raw = raw[0] if len(raw) == 1 else b"".join(raw)
         e.offset = start_offset
         data = 0 if tf in HEADER_ONLY else size
         e.data_size = data
