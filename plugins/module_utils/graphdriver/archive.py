@@ -282,20 +282,14 @@ def _walk(root, rel):
     """Go's filepath.Walk below root/rel: depth first, names sorted bytewise."""
     path = root + b"/" + rel if rel else root
     try:
-        names = sorted(os.listdir(path))
-    except NotADirectoryError:
+        with os.scandir(path) as it:
+            children = sorted((e.name, e.is_dir(follow_symlinks=False)) for e in it)
+    except (NotADirectoryError, FileNotFoundError):
         return
-    except FileNotFoundError:
-        return
-    for n in names:
+    for n, isdir in children:
         child = rel + b"/" + n if rel else n
         yield child
-        cpath = path + b"/" + n
-        try:
-            st = os.lstat(cpath)
-        except FileNotFoundError:
-            continue
-        if stat.S_ISDIR(st.st_mode):
+        if isdir:
             yield from _walk(root, child)
 
 

@@ -90,7 +90,16 @@ MODE_TYPE_BITS = {
 
 
 class Entry(object):
-    """One archive member: its parsed header, raw header bytes, payload."""
+    """One archive member: its parsed header, raw header bytes, payload.
+
+    ``name``, ``linkname``, ``uname``, ``gname`` are bytes; ``typeflag`` a
+    one-character str; ``mtime`` whole seconds and ``mtime_ns``/``atime_ns``
+    nanoseconds (``atime_ns`` None unless a PAX record gives it); ``pax``
+    the PAX records (str -> bytes) and ``xattrs`` the ``SCHILY.xattr.*`` ones
+    (treat both as read-only: entries without any share one empty dict).
+    The payload must be consumed (read/chunks/copy_to_fd/skip) before the
+    next entry is asked for, or it is skipped.
+    """
 
     __slots__ = ("name", "mode", "uid", "gid", "size", "mtime", "mtime_ns",
                  "atime_ns", "typeflag", "linkname", "uname", "gname",
