@@ -244,3 +244,35 @@ def test_pax_then_gnu_longname_and_global_header():
     entries = list(iter_entries(io.BytesIO(data.getvalue())))
     assert entries[0].typeflag == "g"
     assert entries[1].mtime_ns == 1500000000 and entries[1].atime_ns == 2250000000
+
+
+def test_wrapped_file_streams_are_read_through(tmp_path):
+    # A wrapper that hashes what it reads must see every byte (no fd bypass).
+    import hashlib
+    payload = os.urandom(2 << 20)
+    data = _tar((encode_header(b"a", 0o644, 0, 0, len(payload), 0, "0"), payload))
+    path = tmp_path / "t.tar"
+    path.write_bytes(data)
+
+    class Hashing(io.RawIOBase):
+        def __init__(self, f):
+            self.f, self.h = f, hashlib.sha256()
+
+        def readable(self):
+            return True
+
+        def fileno(self):
+            return self.f.fileno()
+
+        def readinto(self, b):
+            n = self.f.readinto(b)
+            self.h.update(memoryview(b)[:n])
+            return n
+
+    with open(str(path), "rb") as f:
+        w = Hashing(f)
+        reader = TarReader(w)
+        for e in reader:
+            e.copy_to_fd(os.open(os.devnull, os.O_WRONLY))
+        reader.read_trailer()
+    assert w.h.hexdigest() == hashlib.sha256(data).hexdigest()

@@ -226,8 +226,9 @@ def parse_pax_time(value):
 class TarReader(object):
     """Iterate over the entries of a tar stream.
 
-    ``stream`` is a readable binary file object. When it is a regular file
-    with a descriptor, the reader reads that descriptor at explicit offsets
+    ``stream`` is a readable binary file object. When it is a plain file
+    object (``open(path, 'rb')``) on a regular file, the reader reads its
+    descriptor at explicit offsets
     (and copies large payloads in the kernel with ``copy_file_range``); the
     file object's position is set past what was consumed when iteration ends
     or :meth:`close` is called.
@@ -248,6 +249,10 @@ class TarReader(object):
         self._fpos = 0           # next file offset to read (fd mode)
         self._fbase = 0
         try:
+            # Only a plain file object: a wrapper (say, one hashing what is
+            # read) must see every byte, so it is always read through.
+            if type(stream) not in (io.FileIO, io.BufferedReader):
+                raise io.UnsupportedOperation
             fd = stream.fileno()
             if stat.S_ISREG(os.fstat(fd).st_mode) and stream.seekable():
                 self._fd = fd
