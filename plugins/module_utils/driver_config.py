@@ -81,7 +81,7 @@ def plan(name, storage_opts=None, data_root=None, path=daemon_json.DEFAULT_PATH,
     root = data_root or daemon_json.data_root(before)
     running = engine_api.running_engine(docker_host)
     version = engine_version or (running or {}).get("version") or engine_api.installed_version()
-    _, current_opts = daemon_json.storage_settings(before)
+    current_opts = daemon_json.storage_settings(before)[1]
     opts = storage_opts_dict(current_opts if storage_opts is None else storage_opts)
     # configured=None: what Docker would do on its own is what 'auto' means.
     report = selection.driver_report(root, engine_version=version, configured=None, options=opts)

@@ -68,7 +68,7 @@ def storage_opts_dict(opts):
     """daemon.json's ["overlay2.size=10G"] -> {"overlay2.size": "10G"}."""
     result = {}
     for item in opts or []:
-        key, _, value = str(item).partition("=")
+        key, dummy, value = str(item).partition("=")
         result[key.strip()] = value.strip()
     return result
 

@@ -146,12 +146,12 @@ class LayerState(object):
             raise LayerRefused("layer %s in %s is mounted (%d reference%s): unmount it first "
                                "(state: unmounted) or set force: true"
                                % (self.id, drv.home, count, "" if count == 1 else "s"))
-        for _ in range(count):
+        for dummy in range(count):
             self._plan("put", self.id)
         self._plan("remove", self.id)
         if check_mode:
             return True
-        for _ in range(count):
+        for dummy in range(count):
             drv.put(self.id)
         drv.remove(self.id)
         return True
@@ -187,9 +187,9 @@ class LayerState(object):
         count = mount_count(drv, self.id)
         if count == 0:
             return False
-        for _ in range(count):
+        for dummy in range(count):
             self._plan("put", self.id)
         if not check_mode:
-            for _ in range(count):
+            for dummy in range(count):
                 drv.put(self.id)
         return True

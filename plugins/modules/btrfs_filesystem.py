@@ -24,7 +24,7 @@ description:
     under C(/run/strata-graphdriver) and unmounted afterwards.
   - Does not mount the filesystem for Docker; see the C(strata.graphdriver.backing_store) role.
 author:
-  - strata.graphdriver team
+  - Strata graphdriver team (@strata)
 extends_documentation_fragment:
   - strata.graphdriver.attributes
   - strata.graphdriver.attributes.CHANGES

@@ -17,7 +17,7 @@ description:
   - The kernel's filesystems, the backing filesystem of the data-root (C(statfs), the way Docker asks),
     whether it supports C(d_type), the C(ftype) of an xfs backing filesystem.
   - For every driver the collection knows, whether it is supported here and, if not, why.
-  - The driver Docker would pick for the engine version installed (or given): the priority order
+  - The driver Docker would pick for the engine version installed (or given). The priority order
     changed in Engine 23 (overlay2 first), aufs was removed in 24 and devicemapper in 25, and
     Engine 29 makes the containerd image store the default on fresh installs.
   - What C(daemon.json) configures, and what the running engine reports (the equivalent of
@@ -25,7 +25,7 @@ description:
   - Which driver homes under the data-root hold prior state, and Docker's
     "contains several valid graphdrivers" trap.
 author:
-  - strata.graphdriver team
+  - Strata graphdriver team (@strata)
 extends_documentation_fragment:
   - strata.graphdriver.attributes
   - strata.graphdriver.attributes.INFO_MODULE

@@ -23,7 +23,7 @@ description:
   - Works on the driver home directly, below Docker's layer store; use it on an engine's data-root only while
     that engine is stopped.
 author:
-  - strata.graphdriver team
+  - Strata graphdriver team (@strata)
 extends_documentation_fragment:
   - strata.graphdriver.attributes
   - strata.graphdriver.attributes.CHANGES
@@ -52,7 +52,7 @@ options:
     type: path
     default: /var/lib/docker
   options:
-    description: Driver options, as in C(storage-opts), for example C({"zfs.fsname": "tank/docker"}).
+    description: 'Driver options, as in C(storage-opts), for example C({"zfs.fsname": "tank/docker"}).'
     type: dict
     default: {}
   state:
@@ -143,8 +143,8 @@ mounted:
   type: bool
 layer_path:
   description:
-    - The layer's root as mounted (not named C(path): Ansible would then overwrite RV(size) with the
-      directory's own size); V(null) unless O(state=mounted) (and in check mode for a new layer).
+    - The layer's root as mounted; V(null) unless O(state=mounted) (and in check mode for a new layer).
+    - Not named C(path) because Ansible would then overwrite RV(size) with the size of the directory itself.
   returned: always
   type: str
   sample: /var/lib/docker/overlay2/0f3c.../merged

@@ -20,7 +20,7 @@ description:
   - Refuses a switch that would hide the images kept under another driver's home unless O(force=true).
   - Does not restart the engine; it returns RV(restart_required) so that a handler can.
 author:
-  - strata.graphdriver team
+  - Strata graphdriver team (@strata)
 extends_documentation_fragment:
   - strata.graphdriver.attributes
   - strata.graphdriver.attributes.CHANGES

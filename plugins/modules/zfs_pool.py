@@ -23,7 +23,7 @@ description:
     device-mapper or md, an LVM physical volume, swap, a vdev of an imported pool) is refused even then.
   - Works with kernel ZFS and with C(zfs-fuse).
 author:
-  - strata.graphdriver team
+  - Strata graphdriver team (@strata)
 extends_documentation_fragment:
   - strata.graphdriver.attributes
   - strata.graphdriver.attributes.CHANGES
@@ -63,7 +63,7 @@ options:
     type: str
     default: none
   pool_properties:
-    description: Pool properties at creation (C(zpool create -o)), for example C({"ashift": 12}).
+    description: 'Pool properties at creation (C(zpool create -o)), for example C({"ashift": 12}).'
     type: dict
     default: {}
   dataset:
@@ -225,7 +225,7 @@ def main():
         result.update(changed=plan.changed, commands=[str(c) for c in plan.commands],
                       created=plan.created, destroyed=plan.destroyed, added=plan.added,
                       removed=plan.removed, unlisted_vdevs=plan.unlisted,
-                      files_created=[f for f, _ in plan.files])
+                      files_created=[f[0] for f in plan.files])
         if module.check_mode:
             after = planned_state(plan, p)
         else:
