@@ -359,3 +359,35 @@ def test_rewrite_detection_reads_only_the_last_second(driver):
     os.utime(os.path.join(up, "old"), (1000000000, 1000000000))
     driver.put("top")
     assert driver.changes("top", "base") == []
+
+
+def test_fixture_daemon_dies_with_its_process(tmp_path):
+    """tests/support/zfs_fuse.py: a test process killed outright (SIGKILL, no
+    atexit) still takes its zfs-fuse daemon with it, so no run leaves one."""
+    import signal
+    import time
+    zfs_fuse.stop_idle_daemon()
+    if zfs_fuse.other_daemons():
+        pytest.skip("a zfs-fuse daemon that is not ours is running")
+    code = textwrap.dedent("""
+        import sys, time
+        from ansible_collections.strata.graphdriver.tests.support import zfs_fuse
+        with zfs_fuse.zfs_fuse_daemon() as pid:
+            print(pid, flush=True)
+            time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONPATH=BUILD), universal_newlines=True)
+    try:
+        line = proc.stdout.readline().strip()
+        if not line.isdigit():
+            pytest.skip("the fixture could not start zfs-fuse here")
+        daemon = int(line)
+        assert daemon in zfs_fuse.other_daemons()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + zfs_fuse.STOP_TIMEOUT
+    while daemon in zfs_fuse.other_daemons() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert daemon not in zfs_fuse.other_daemons()

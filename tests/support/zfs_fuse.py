@@ -16,6 +16,7 @@ the daemon is stopped by its pid when the process ends (or by
 
 import atexit
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -101,6 +102,13 @@ def _ensure_prerequisites():
         raise Unavailable("zfs-fuse needs root")
 
 
+def _die_with_parent():
+    # In the child, before exec: SIGTERM when the test process dies, even
+    # by SIGKILL, so that no daemon outlives its tests (PR_SET_PDEATHSIG).
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
 def _wait_ready(proc, log_path):
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -140,7 +148,7 @@ def _start():
     proc = subprocess.Popen(
         [_which("zfs-fuse"), "--no-daemon", "--no-kstat-mount"],
         stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, cwd="/",
-        start_new_session=True)
+        start_new_session=True, preexec_fn=_die_with_parent)
     os.close(fd)
     try:
         _wait_ready(proc, log_path)
