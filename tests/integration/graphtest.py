@@ -258,6 +258,12 @@ def create_base(drv, name):
         with mounted(drv, name) as root:
             subdir = os.path.join(root, "a subdir")
             os.mkdir(subdir, 0o705 | stat.S_ISVTX)
+            if getattr(drv, "implementation", None) == "zfs-fuse":
+                # zfs-fuse's mkdir masks the mode with 0777 (zfsfuse_mkdir);
+                # set the bit as Go's os.Mkdir does where mkdir cannot
+                # (setStickyBit): what is tested is that the layer and its
+                # snapshots keep it.
+                os.chmod(subdir, 0o705 | stat.S_ISVTX)
             os.lchown(subdir, 1, 2)
             write_file(os.path.join(root, "a file"), b"Some data", 0o222 | stat.S_ISUID)
     finally:
