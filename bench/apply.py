@@ -14,6 +14,7 @@ import argparse
 import cProfile
 import os
 import pstats
+import resource
 import shutil
 import statistics
 import subprocess
@@ -48,17 +49,23 @@ def make_source(src, small=20000, dirs=100, big=4, big_mb=50):
 
 
 def timed(fn):
-    t = time.perf_counter()
+    """(wall seconds, CPU seconds of this process and its children)."""
+    def cpu():
+        ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return time.process_time() + ch.ru_utime + ch.ru_stime
+    c, t = cpu(), time.perf_counter()
     fn()
-    return time.perf_counter() - t
+    return time.perf_counter() - t, cpu() - c
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--dir", default="/var/tmp",
+                    help="where to put the data (/dev/shm: no disk, CPU only)")
     args = ap.parse_args()
-    work = tempfile.mkdtemp(prefix="strata-bench-apply-", dir="/var/tmp")
+    work = tempfile.mkdtemp(prefix="strata-bench-apply-", dir=args.dir)
     try:
         src = os.path.join(work, "src")
         os.mkdir(src)
@@ -85,7 +92,7 @@ def main():
             pstats.Stats(prof).sort_stats("tottime").print_stats(15)
             shutil.rmtree(dest)
 
-        ratios = []
+        ratios, cpu_ratios = [], []
         for r in range(args.rounds):
             times = {}
             for name, fn in (("ours", ours), ("gnu", gnu)) if r % 2 == 0 else \
@@ -95,11 +102,17 @@ def main():
                 subprocess.run(["sync"], check=True)
                 times[name] = timed(lambda: fn(dest))
                 shutil.rmtree(dest)
-            ratio = times["ours"] / times["gnu"]
+                subprocess.run(["sync"], check=True)
+            ratio = times["ours"][0] / times["gnu"][0]
+            cpu_ratio = times["ours"][1] / times["gnu"][1]
             ratios.append(ratio)
-            print("round %d: apply_layer %.3fs  GNU tar %.3fs  ratio %.2f"
-                  % (r + 1, times["ours"], times["gnu"], ratio))
-        print("median ratio apply_layer / GNU tar: %.2f" % statistics.median(ratios))
+            cpu_ratios.append(cpu_ratio)
+            print("round %d: apply_layer %.3fs (cpu %.3fs)  GNU tar %.3fs (cpu %.3fs)  "
+                  "ratio %.2f (cpu %.2f)" % (r + 1, times["ours"][0], times["ours"][1],
+                                             times["gnu"][0], times["gnu"][1], ratio,
+                                             cpu_ratio))
+        print("median ratio apply_layer / GNU tar: wall %.2f, cpu %.2f"
+              % (statistics.median(ratios), statistics.median(cpu_ratios)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -402,6 +402,21 @@ _IGNORED_XATTR_ERRORS = (errno.ENOTSUP, errno.EPERM)
 _MAX_CACHED_DIRS = 2048
 
 
+_ACL_DEFAULT = "system.posix_acl_default"
+
+
+def _current_umask():
+    """The process umask without changing it (other threads may create files)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o777    # unknown: the fast path then always calls fchmod
+
+
 def _clamp(ns):
     return 0 if ns < 0 or ns > _MAX_NS else ns
 
@@ -489,6 +504,14 @@ class _Applier(object):
                                    % (self._who(), os.fsdecode(self.root), e.strerror))
         self.root_saved = _Saved.of(self.root)
         self.dirs = {b"": self.root_fd}     # rel dir -> open O_NOFOLLOW descriptor
+        # Directories where a file root creates is already what a plain tar
+        # entry asks for: owner 0:0 (no setgid to another group) and the
+        # open(2) mode as given (no default ACL). The fast path skips
+        # fchown/fchmod there; GNU tar makes both calls every time.
+        self.plain_dirs = set()
+        self.umask = _current_umask()
+        self.root_ids = os.geteuid() == 0 and os.getegid() == 0
+        self._check_plain(b"", self.root_fd)
         self.new = set()                    # rel paths this apply created
         self.journal = []                   # undo log, replayed backwards
         self.saved_times = set()            # dirs whose times are journaled
@@ -534,7 +557,21 @@ class _Applier(object):
                                    % (self._who(), os.fsdecode(rel)), self._entry_name())
             raise
         self.dirs[rel] = fd
+        self._check_plain(rel, fd)
         return fd
+
+    def _check_plain(self, rel, fd, st=None):
+        self.plain_dirs.discard(rel)
+        if st is None:
+            st = os.fstat(fd)
+        if st.st_mode & stat.S_ISGID and st.st_gid != 0:
+            return
+        try:
+            if _ACL_DEFAULT in os.listxattr(fd):
+                return
+        except OSError:
+            return
+        self.plain_dirs.add(rel)
 
     def _drop_dirs(self, under=None):
         """Forget cached directory descriptors (all, or ``under`` and below)."""
@@ -545,6 +582,7 @@ class _Applier(object):
             keys = [k for k in self.dirs if k == under or k.startswith(pre)]
         for k in keys:
             os.close(self.dirs.pop(k))
+            self.plain_dirs.discard(k)
 
     def _entry_name(self):
         return os.fsdecode(self.entry.name) if self.entry is not None else None
@@ -646,6 +684,8 @@ class _Applier(object):
         """The bulk of a layer, a new regular file in a known directory, with
         as few Python operations as possible. False: take the general path."""
         name = e.name
+        if name[:2] == b"./":
+            name = name[2:]     # GNU tar's "./" prefix
         if (e.typeflag != REG or e.xattrs or e.atime_ns is not None
                 or name[:1] in (b".", b"/") or b"/." in name or b"//" in name
                 or name[-1:] == b"/"):
@@ -658,8 +698,14 @@ class _Applier(object):
         mtime = e.mtime_ns
         if mtime < 0 or mtime > _MAX_NS:
             return False
+        mode = e.mode & 0o7777
+        # open(2) gives a new file root's ids and mode & ~umask: when that
+        # is already what the entry wants, fchown and fchmod are not needed.
+        plain = parent in self.plain_dirs
+        need_chown = self.chown and (e.uid or e.gid or not self.root_ids or not plain)
+        need_chmod = need_chown or mode & (0o7000 | self.umask) or not plain
         try:
-            fd = os.open(base, _O_NEWFILE, 0o600, dir_fd=pfd)
+            fd = os.open(base, _O_NEWFILE, mode & 0o777, dir_fd=pfd)
         except FileExistsError:
             return False
         if parent not in new:
@@ -668,9 +714,10 @@ class _Applier(object):
         try:
             if e.data_size:
                 e.copy_to_fd(fd)
-            if self.chown:
+            if need_chown:
                 os.fchown(fd, e.uid, e.gid)
-            os.fchmod(fd, e.mode & 0o7777)
+            if need_chmod:
+                os.fchmod(fd, mode)
             os.utime(fd, ns=(mtime, mtime))
         finally:
             os.close(fd)
@@ -803,6 +850,7 @@ class _Applier(object):
         if e.xattrs:
             self._xattrs_fd(fd, e)
         os.fchmod(fd, e.mode & 0o7777)
+        self._check_plain(rel, fd)
         self.dir_times.append((rel, e))
 
     def _apply_root(self, e):
@@ -818,6 +866,7 @@ class _Applier(object):
         if e.xattrs:
             self._xattrs_fd(fd, e)
         os.fchmod(fd, e.mode & 0o7777)
+        self._check_plain(b"", fd)
         self.dir_times.append((b"", e))
         self.unpacked.add(b"")
 
