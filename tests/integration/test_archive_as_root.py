@@ -1,6 +1,7 @@
-"""The overlay whiteout format: on disk 0/0 character devices and
-trusted.overlay.opaque=y, on the wire .wh.<name> and .wh..wh..opq (root only:
-mknod and trusted.* xattrs)."""
+"""archive rules that need root: the overlay whiteout format (on disk 0/0
+character devices and trusted.overlay.opaque=y, on the wire .wh.<name> and
+.wh..wh..opq), devices, owners, and the apply fast path's owner/mode shortcut
+under setgid directories and default ACLs."""
 
 import io
 import os
@@ -89,3 +90,38 @@ def test_aufs_apply_of_devices_and_owners(tmp_path):
     assert stat.S_ISBLK(st.st_mode) and st.st_gid == 6
     st = os.lstat(str(layer / "home" / "u"))
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1000, 1000, 0o700)
+
+
+def test_setgid_parent_does_not_leak_its_group(tmp_path):
+    # A new file in a setgid directory gets the directory's group: the fast
+    # path must then chown back to what the entry says.
+    layer = tmp_path / "l"
+    layer.mkdir()
+    data = (member("shared", "5", mode=0o2775, gid=5) +
+            member("shared/first", data=b"1") + member("shared/second", data=b"2") +
+            END_OF_ARCHIVE)
+    archive.apply_layer(str(layer), io.BytesIO(data))
+    for name in ("first", "second"):
+        st = os.lstat(str(layer / "shared" / name))
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o644)
+
+
+def test_default_acl_does_not_change_modes(tmp_path):
+    # A default ACL on the parent replaces the umask for new files: the fast
+    # path must then set the mode explicitly.
+    import struct
+    layer = tmp_path / "l"
+    (layer / "acl").mkdir(parents=True)
+    # The kernel's xattr form of "default: u::rw-,g::---,o::---".
+    acl = struct.pack("<I", 2) + b"".join(
+        struct.pack("<HHI", tag, perm, 0xFFFFFFFF)
+        for tag, perm in ((0x01, 6), (0x04, 0), (0x20, 0)))
+    try:
+        os.setxattr(str(layer / "acl"), "system.posix_acl_default", acl)
+    except OSError as e:
+        pytest.skip("POSIX ACLs unsupported on %s: %s" % (tmp_path, e))
+    data = (member("acl/a", data=b"1", mode=0o644) + member("acl/b", data=b"2", mode=0o644) +
+            END_OF_ARCHIVE)
+    archive.apply_layer(str(layer), io.BytesIO(data))
+    for name in ("a", "b"):
+        assert stat.S_IMODE(os.lstat(str(layer / "acl" / name)).st_mode) == 0o644
