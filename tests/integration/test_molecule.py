@@ -1,0 +1,66 @@
+"""The molecule scenario (molecule/default): three hosts, each with its own loop disks,
+data-root and dockerd, converge, pass molecule's idempotence step and verify with testinfra;
+destroy leaves nothing behind."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.dockerd import available as dockerd_unavailable
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.dirname(sys.executable)
+MOLECULE = os.path.join(BIN, "molecule")
+LAB_ROOT = "/tmp/strata-mol"      # molecule/default/molecule.yml: lab_root
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+def molecule(*args):
+    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""),
+               ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".build"), NO_COLOR="1", ANSIBLE_NOCOLOR="1",
+               ANSIBLE_FORCE_COLOR="0", PY_COLORS="0")
+    return subprocess.run([MOLECULE] + list(args), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=1800, check=False)
+
+
+def leftovers():
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        found += [line.split()[4] for line in f if LAB_ROOT in line.split()[4]]
+    loops = subprocess.run(["losetup", "-a"], stdout=subprocess.PIPE, universal_newlines=True,
+                           check=False).stdout
+    found += [line for line in loops.splitlines() if LAB_ROOT in line]
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    if LAB_ROOT.encode() in f.read():
+                        found.append("process %s" % pid)
+            except OSError:
+                pass
+    if os.path.exists(LAB_ROOT):
+        found.append(LAB_ROOT)
+    return found
+
+
+@pytest.mark.skipif(not os.path.exists(MOLECULE), reason="molecule is not installed in the venv")
+@pytest.mark.skipif(dockerd_unavailable() is not None, reason=str(dockerd_unavailable()))
+@pytest.mark.skipif(shutil.which("mkfs.btrfs") is None, reason="btrfs-progs not installed")
+def test_molecule_default_scenario():
+    assert not leftovers(), "a previous run left %s" % leftovers()
+    try:
+        proc = molecule("test", "--scenario-name", "default")
+        out = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout)
+        assert proc.returncode == 0, out[-6000:]
+        for step in ("converge", "idempotence", "verify", "destroy"):
+            assert re.search(r"default (➜|>) %s: Executed: Successful" % step, out), (step, out[-4000:])
+        assert re.search(r"=+ 15 passed", out), out[-4000:]
+    finally:
+        if leftovers():
+            molecule("destroy", "--scenario-name", "default")
+    assert not leftovers(), "molecule destroy left %s" % leftovers()
