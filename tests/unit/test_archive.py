@@ -366,3 +366,29 @@ def test_python_tarfile_gnu_archive_applies(tmp_path, layer):
     data.seek(0)
     archive.apply_layer(layer, data)
     assert open(os.path.join(layer, "x" * 150), "rb").read() == b"abc"
+
+
+def test_gnu_tar_archive_applies_like_gnu_tar_extracts(tmp_path):
+    import subprocess
+    src = tmp_path / "src"
+    (src / "d" / "e").mkdir(parents=True)
+    (src / "d" / "f").write_bytes(os.urandom(3000))
+    (src / ("long-" + "x" * 120)).write_bytes(b"long")
+    os.link(str(src / "d" / "f"), str(src / "hl"))
+    os.symlink("d/f", str(src / "sym"))
+    os.chmod(str(src / "d"), 0o750)
+    os.chmod(str(src), 0o751)
+    for p in ("d/f", "d/e", "d", "long-" + "x" * 120, ""):
+        os.utime(str(src / p), ns=(7 * 10 ** 9, 9 * 10 ** 9))
+    tar = tmp_path / "gnu.tar"
+    subprocess.run(["tar", "--format=gnu", "-cf", str(tar), "-C", str(src), "."], check=True)
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    ours.mkdir()
+    theirs.mkdir()
+    with open(str(tar), "rb") as f:
+        archive.apply_layer(str(ours), f)
+    subprocess.run(["tar", "-xpf", str(tar), "-C", str(theirs)], check=True)
+    strip = lambda snap: {k: v[:3] + v[4:] for k, v in snap.items()}  # noqa: E731
+    a, b = snapshot(str(ours)), snapshot(str(theirs))
+    assert strip(a) == strip(b)
+    assert {k: v[3] for k, v in a.items()} == {k: v[3] for k, v in b.items()}

@@ -686,7 +686,7 @@ class _Applier(object):
         name = e.name
         if name[:2] == b"./":
             name = name[2:]     # GNU tar's "./" prefix
-        if (e.typeflag != REG or e.xattrs or e.atime_ns is not None
+        if (e.typeflag != REG or e.xattrs or e.atime_ns is not None or not name
                 or name[:1] in (b".", b"/") or b"/." in name or b"//" in name
                 or name[-1:] == b"/"):
             return False

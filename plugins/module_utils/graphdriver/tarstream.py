@@ -393,16 +393,22 @@ class TarReader(object):
         entry = self._entry
         total = self._remaining
         s = self._start
-        if self._end - s >= total:
-            # The common case, a small file: all of it is in the buffer.
-            view = self._view[s:s + total]
+        end = s + total
+        pad = self._padlen
+        if self._end - end >= pad and entry.pad is None:
+            # The common case, a small file: it and its padding are in the
+            # buffer; one write, and the padding checked in place.
+            view = self._view[s:end]
             n = os.write(fd, view)
             if n != total:
                 _write_all(fd, view[n:])
-            self._start = s + total
-            self.offset += total
+            if self._buf.count(0, end, end + pad) == pad:
+                entry.pad = _ZERO_PADS[pad]
+            else:
+                entry.pad = bytes(self._view[end:end + pad])
+            self._start = end + pad
+            self.offset += total + pad
             self._remaining = 0
-            self._finish_payload()
             return total
         avail = min(self._end - self._start, self._remaining)
         if avail:
@@ -442,7 +448,8 @@ class TarReader(object):
         if self._done:
             raise StopIteration
         if self._entry is not None:
-            self._finish_payload()
+            if self._remaining or self._entry.pad is None:
+                self._finish_payload()
             self._entry = None
         entry = self._next_header()
         if entry is None:
