@@ -1,0 +1,372 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: strata.graphdriver contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: driver_migration
+short_description: Carry a stopped Docker engine's images from one storage driver to another
+version_added: 0.1.0
+description:
+  - Docker hides every image when C(storage-driver) changes. This module copies them over first, layer by
+    layer, from the source driver's layer store into the target's, so that an engine started on the target
+    driver lists and runs the same images with the same image IDs.
+  - Each layer's exact tar (the bytes Docker hashed) is rebuilt from the source and registered in the target
+    with its DiffID checked; the image configs and tags are copied last, so the target never shows an image
+    whose layers are not all there. A failure part-way removes the target layers this run added.
+  - The source driver's layers stay as they were, unless O(remove_source=true) with O(force=true); switching
+    C(storage-driver) back is the rollback.
+  - Containers are not carried (Docker ignores containers made with another driver); they stay with the
+    source driver and are reported in RV(containers_left) with a warning.
+  - Refuses to run while a Docker engine uses the data-root. Stop the engine first; the
+    C(strata.graphdriver.driver_migration) role stops and restarts it around the migration.
+  - Does not change C(daemon.json); declare the target with M(strata.graphdriver.storage_driver) afterwards.
+author:
+  - Strata graphdriver team (@strata)
+extends_documentation_fragment:
+  - strata.graphdriver.attributes
+  - strata.graphdriver.attributes.CHANGES
+options:
+  target:
+    description: The storage driver to carry the images to.
+    type: str
+    required: true
+    choices: [aufs, btrfs, devicemapper, fuse-overlayfs, overlay2, vfs, zfs]
+  source:
+    description:
+      - The storage driver whose images are carried.
+      - Defaults to the C(storage-driver) that O(daemon_json) declares, else to the one driver other than
+        O(target) that holds state under the data-root (its home or its C(image/<driver>) store).
+    type: str
+    choices: [aufs, btrfs, devicemapper, fuse-overlayfs, overlay2, vfs, zfs]
+  data_root:
+    description:
+      - Docker's data-root.
+      - Defaults to C(data-root) in O(daemon_json), else C(/var/lib/docker).
+    type: path
+  daemon_json:
+    description: Path of the engine's configuration file, read for the defaults of O(data_root) and O(source).
+    type: path
+    default: /etc/docker/daemon.json
+  source_options:
+    description: The source driver's C(storage-opts), each C(key=value).
+    type: list
+    elements: str
+    default: []
+  target_options:
+    description:
+      - The target driver's C(storage-opts), each C(key=value), for example V(zfs.fsname=tank/docker).
+      - They are checked with the target driver on this host before anything is written.
+    type: list
+    elements: str
+    default: []
+  remove_source:
+    description:
+      - After the migration, delete the source driver's layers, its home and C(image/<source>).
+      - That removes the rollback and the containers made with the source driver; it needs O(force=true).
+    type: bool
+    default: false
+  force:
+    description: Confirm O(remove_source=true).
+    type: bool
+    default: false
+notes:
+  - Needs root. Runs no external command for vfs, overlay2 and fuse-overlayfs; btrfs and zfs targets call
+    C(btrfs) and C(zfs) as Docker does.
+  - In check mode nothing is written, not even an empty target home (Docker would count it as prior state);
+    RV(commands) lists the steps a real run takes.
+  - The time taken grows with the bytes to copy (RV(bytes_to_copy)); a second run copies nothing.
+seealso:
+  - module: strata.graphdriver.storage_driver
+  - module: strata.graphdriver.driver_info
+  - name: Docker storage drivers
+    description: Why images disappear when the storage driver changes.
+    link: https://docs.docker.com/engine/storage/drivers/select-storage-driver/
+'''
+
+EXAMPLES = r'''
+- name: Stop the engine (the driver_migration role does all of this, host by host)
+  ansible.builtin.systemd_service:
+    name: docker
+    state: stopped
+
+- name: See what a migration to overlay2 would copy
+  strata.graphdriver.driver_migration:
+    target: overlay2
+  check_mode: true
+  register: plan
+
+- name: Carry the images over
+  strata.graphdriver.driver_migration:
+    target: overlay2
+  register: migration
+
+- name: Declare overlay2 (the vfs layers stay as the rollback, hence force)
+  strata.graphdriver.storage_driver:
+    name: overlay2
+    force: true
+
+- name: Onto a ZFS dataset, from an explicit source
+  strata.graphdriver.driver_migration:
+    data_root: /srv/docker
+    source: overlay2
+    target: zfs
+    target_options:
+      - zfs.fsname=tank/docker
+
+- name: Once the new driver is proven, free the old driver's space
+  strata.graphdriver.driver_migration:
+    source: vfs
+    target: overlay2
+    remove_source: true
+    force: true
+'''
+
+RETURN = r'''
+data_root:
+  description: The data-root migrated.
+  returned: success
+  type: str
+  sample: /var/lib/docker
+source:
+  description: The driver the images were carried from.
+  returned: success
+  type: str
+  sample: vfs
+target:
+  description: The driver the images were carried to.
+  returned: success
+  type: str
+  sample: overlay2
+images:
+  description: IDs of the images carried (every image of the source).
+  returned: success
+  type: list
+  elements: str
+  sample: [sha256:4ab1b7ef8ba1d3ce0e5e2b8a31cf5ba1cfbfd2e0a1c1d6a0f9b3ad1e44c0a2f1]
+tags:
+  description: The references carried, each with its image ID.
+  returned: success
+  type: dict
+  sample: {"busybox:latest": "sha256:4ab1b7ef8ba1d3ce0e5e2b8a31cf5ba1cfbfd2e0a1c1d6a0f9b3ad1e44c0a2f1"}
+layers_to_copy:
+  description: ChainIDs of the layers not yet in the target, parents first (what a run copies).
+  returned: success
+  type: list
+  elements: str
+bytes_to_copy:
+  description: Sum of the sizes of RV(layers_to_copy).
+  returned: success
+  type: int
+  sample: 1310720
+layers_copied:
+  description: ChainIDs of the layers this run copied; empty in check mode and on a second run.
+  returned: success
+  type: list
+  elements: str
+layers_present:
+  description: ChainIDs of the source layers the target already held.
+  returned: success
+  type: list
+  elements: str
+containers_left:
+  description: IDs of the containers not carried; they stay with the source driver.
+  returned: success
+  type: list
+  elements: str
+source_removed:
+  description: Whether the source driver's layers and image store were deleted by this run.
+  returned: success
+  type: bool
+seconds:
+  description: Time the migration took; V(0) in check mode.
+  returned: success
+  type: float
+  sample: 1.42
+commands:
+  description: The steps run (or, in check mode, that would run), in order.
+  returned: success
+  type: list
+  elements: str
+  sample:
+    - copy layer sha256:1d0f2c4b5e... (1310720 bytes) from vfs to overlay2
+    - copy image/vfs/imagedb and image/vfs/distribution to image/overlay2
+    - tag busybox:latest in image/overlay2/repositories.json
+'''
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.strata.graphdriver.plugins.module_utils import all_drivers  # noqa: F401 pylint: disable=unused-import
+from ansible_collections.strata.graphdriver.plugins.module_utils import daemon_json
+from ansible_collections.strata.graphdriver.plugins.module_utils.host_report import storage_opts_dict
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import migrate, new
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.engine import EngineRunning
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.imagestore import ImageStore
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.layerstore import LayerStore
+
+DRIVERS = ['aufs', 'btrfs', 'devicemapper', 'fuse-overlayfs', 'overlay2', 'vfs', 'zfs']
+
+
+def _has_entries(path):
+    try:
+        return bool(os.listdir(path))
+    except OSError:
+        return False
+
+
+def drivers_with_state(data_root):
+    """Drivers with a non-empty home or image store under the data-root.
+
+    Unlike Docker's prior-state scan this counts vfs too: it is a common
+    source of a migration (the fallback where overlay2 was refused).
+    """
+    return [d for d in DRIVERS
+            if _has_entries(os.path.join(data_root, d)) or _has_entries(os.path.join(data_root, 'image', d))]
+
+
+def resolve_source(source, target, data_root, config):
+    """The source driver asked for, else daemon.json's, else the single other one with state."""
+    if source:
+        return source
+    declared = daemon_json.storage_settings(config)[0]
+    if declared:
+        return declared
+    candidates = [d for d in drivers_with_state(data_root) if d != target]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise migrate.MigrationError('no driver other than %s holds state under %s and daemon.json declares '
+                                     'none: nothing to migrate from' % (target, data_root))
+    raise migrate.MigrationError('several drivers hold state under %s (%s) and daemon.json declares none: '
+                                 'say which one with source' % (data_root, ', '.join(candidates)))
+
+
+def source_removed_already(data_root, source, target):
+    """A second run of remove_source: the source store is gone, the target holds the images."""
+    return (not os.path.isdir(os.path.join(data_root, 'image', source, 'layerdb'))
+            and os.path.isdir(os.path.join(data_root, 'image', target, 'layerdb')))
+
+
+def layer_sizes(data_root, source, options):
+    """{ChainID: size} of the source's layers, for the steps."""
+    store = LayerStore(data_root, new(source, os.path.join(data_root, source), options), recover=False)
+    return dict((layer.chain_id, layer.size) for layer in store.layers())
+
+
+def steps(plan, sizes, remove_source):
+    """The steps of a run, in the order migrate() takes them."""
+    out = ['copy layer %s (%d bytes) from %s to %s' % (chain, sizes.get(chain, 0), plan.source, plan.target)
+           for chain in plan.layers_to_copy]
+    out.append('copy image/%s/imagedb and image/%s/distribution to image/%s'
+               % (plan.source, plan.source, plan.target))
+    if plan.tags:
+        out.append('tag %s in image/%s/repositories.json' % (', '.join(plan.tags), plan.target))
+    if remove_source:
+        out.append('remove every %s layer, %s and %s'
+                   % (plan.source, os.path.join(plan.data_root, plan.source),
+                      os.path.join(plan.data_root, 'image', plan.source)))
+    return out
+
+
+def image_view(data_root, driver):
+    """Diff mode's view of one driver: the images and tags its store lists."""
+    store = ImageStore(data_root, driver)
+    return {'driver': driver, 'images': sorted(store.images()), 'tags': sorted(store.tags())}
+
+
+def metadata_missing(data_root, plan, tags):
+    """Check mode: would the target's image configs or tags change?"""
+    target = ImageStore(data_root, plan.target)
+    have, have_tags = target.images(), target.tags()
+    return any(i not in have for i in plan.images) or any(have_tags.get(r) != i for r, i in tags.items())
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            target=dict(type='str', required=True, choices=DRIVERS),
+            source=dict(type='str', choices=DRIVERS),
+            data_root=dict(type='path'),
+            daemon_json=dict(type='path', default='/etc/docker/daemon.json'),
+            source_options=dict(type='list', elements='str', default=[]),
+            target_options=dict(type='list', elements='str', default=[]),
+            remove_source=dict(type='bool', default=False),
+            force=dict(type='bool', default=False),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    target = p['target']
+    if p['remove_source'] and not p['force']:
+        module.fail_json(msg='remove_source deletes the layers of the source driver - the rollback of this '
+                             'migration - and the containers made with it: set force: true to confirm')
+    try:
+        config = daemon_json.read(p['daemon_json'])
+        data_root = os.path.abspath(p['data_root'] or daemon_json.data_root(config))
+        source = resolve_source(p['source'], target, data_root, config)
+        src_opts, dst_opts = storage_opts_dict(p['source_options']), storage_opts_dict(p['target_options'])
+        result = dict(changed=False, data_root=data_root, source=source, target=target, images=[], tags={},
+                      layers_to_copy=[], bytes_to_copy=0, layers_copied=[], layers_present=[],
+                      containers_left=[], source_removed=False, seconds=0.0, commands=[])
+        if p['remove_source'] and source_removed_already(data_root, source, target):
+            module.exit_json(**result)
+
+        plan = migrate.plan(data_root, source, target, src_opts, dst_opts)
+        tags = ImageStore(data_root, source).tags()
+        before = {'source': image_view(data_root, source), 'target': image_view(data_root, target)}
+        commands = steps(plan, layer_sizes(data_root, source, src_opts) if plan.layers_to_copy else {},
+                         p['remove_source'])
+        if module.check_mode:
+            done = plan
+            changed = bool(plan.layers_to_copy) or metadata_missing(data_root, plan, tags) or p['remove_source']
+        else:
+            done = migrate.migrate(data_root, source, target, src_opts, dst_opts)
+            changed = done.changed
+            if p['remove_source']:
+                migrate.remove_source(data_root, source, src_opts)
+                changed = True
+            elif not changed:
+                commands = []
+    except EngineRunning as e:
+        module.fail_json(msg='%s; the strata.graphdriver.driver_migration role stops the engine, migrates '
+                             'and starts it again' % e, evidence=e.evidence)
+    except GraphDriverError as e:
+        module.fail_json(msg=str(e))
+
+    result.update(
+        changed=changed,
+        images=plan.images,
+        tags=tags,
+        layers_to_copy=plan.layers_to_copy,
+        bytes_to_copy=plan.bytes_to_copy,
+        layers_copied=done.layers_copied,
+        layers_present=plan.layers_present,
+        containers_left=plan.containers_left,
+        source_removed=bool(p['remove_source'] and not module.check_mode),
+        seconds=round(done.seconds, 3),
+        commands=commands,
+    )
+    if plan.containers_left:
+        module.warn('%d container(s) made with %s are not carried to %s: they stay with the %s driver (switch '
+                    'back to it to use them): %s' % (len(plan.containers_left), source, target, source,
+                                                   ', '.join(c[:12] for c in plan.containers_left)))
+    if module._diff:
+        after_source = before['source']
+        if p['remove_source']:
+            after_source = {'driver': source, 'images': [], 'tags': []}
+        after_target = {'driver': target,
+                        'images': sorted(set(before['target']['images']) | set(plan.images)),
+                        'tags': sorted(set(before['target']['tags']) | set(tags))}
+        result['diff'] = {'before': before, 'after': {'source': after_source, 'target': after_target}}
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,283 @@
+"""strata.graphdriver.driver_migration, the driver_migration role and playbooks/migrate.yml through real
+ansible-playbook runs, against data-roots written by a real dockerd and verified by a real dockerd.
+
+A dockerd on vfs builds a two-layer image and leaves a container once per module (the template); each
+test gets its own copy of that data-root.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from ansible_collections.strata.graphdriver.plugins.module_utils.engine_api import Engine
+from tests.support import dockerd as dockerd_support
+from tests.support import images
+from tests.support.playbook import HOST_PYTHON, ROOT, run_module, run_playbook
+
+pytestmark = pytest.mark.root
+
+ENGINE_CTL = os.path.join(ROOT, "tests", "support", "engine_ctl.sh")
+MIGRATE_PLAYBOOK = os.path.join(ROOT, "playbooks", "migrate.yml")
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """A data-root a real dockerd on vfs wrote: the test image (two layers) and a container."""
+    reason = dockerd_support.available() or images.busybox_available()
+    if reason:
+        pytest.skip(reason)
+    work = tmp_path_factory.mktemp("template")
+    data_root = str(work / "docker")
+    with dockerd_support.dockerd(str(work / "d-vfs"), "vfs", data_root) as d:
+        image_id = images.build_into(d, str(work))
+        d.docker("create", "--name", "left-behind", "--network", "none", images.TAG)
+        ids = sorted(d.docker("images", "-a", "-q", "--no-trunc").split())
+    return data_root, image_id, ids
+
+
+def copy_data_root(template, dest):
+    # cp -a keeps owners, modes, times and xattrs: the copy is what dockerd wrote
+    subprocess.run(["cp", "-a", template, dest], check=True)
+    return dest
+
+
+@pytest.fixture
+def host(template, tmp_path):
+    """(data_root, daemon_json, image_id, ids) for one test: a copy of the template, daemon.json on vfs."""
+    data_root = copy_data_root(template[0], str(tmp_path / "docker"))
+    conf = str(tmp_path / "daemon.json")
+    with open(conf, "w") as f:
+        json.dump({"data-root": data_root, "storage-driver": "vfs"}, f)
+    return data_root, conf, template[1], template[2]
+
+
+def tree(root):
+    """Every path under root with its mtime (vfs's backingFsBlockDev is made anew on every open, as
+    Docker does, so it is left out)."""
+    out = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            if name == "backingFsBlockDev":
+                continue
+            path = os.path.join(dirpath, name)
+            out.add((path, os.lstat(path).st_mtime_ns if name != "vfs" else 0))
+    return out
+
+
+def test_migrates_then_idempotent(host, tmp_path):
+    data_root, conf, image_id, ids = host
+    # data_root and source come from daemon.json
+    params = {"target": "overlay2", "daemon_json": conf}
+
+    before = tree(data_root)
+    run, plan = run_module("driver_migration", params, check=True, diff=True)
+    assert run.rc == 0, run
+    assert tree(data_root) == before, "check mode wrote under the data-root"
+    assert plan["changed"] is True
+    assert plan["source"] == "vfs" and plan["data_root"] == data_root
+    assert plan["images"] == ids
+    assert sorted(plan["tags"]) == sorted([images.BASE_TAG, images.TAG]) and plan["tags"][images.TAG] == image_id
+    assert set(plan["tags"].values()) <= set(ids)
+    assert len(plan["layers_to_copy"]) == 2 and plan["layers_present"] == [] and plan["layers_copied"] == []
+    assert plan["bytes_to_copy"] > os.path.getsize(images.BUSYBOX)
+    assert plan["containers_left"], "the container made on vfs is reported"
+    for chain, step in zip(plan["layers_to_copy"], plan["commands"]):
+        assert step.startswith("copy layer %s (" % chain) and step.endswith(" bytes) from vfs to overlay2")
+    assert plan["commands"][2] == "copy image/vfs/imagedb and image/vfs/distribution to image/overlay2"
+    assert plan["diff"]["before"]["target"] == {"driver": "overlay2", "images": [], "tags": []}
+    assert plan["diff"]["after"]["target"]["images"] == ids
+
+    run, res = run_module("driver_migration", params, diff=True)
+    assert run.rc == 0, run
+    assert res["changed"] is True
+    assert res["layers_copied"] == plan["layers_to_copy"]
+    assert res["images"] == ids and res["containers_left"] == plan["containers_left"]
+    assert any("not carried" in w for w in res.get("warnings", [])), res.get("warnings")
+    assert res["seconds"] > 0
+    assert res["diff"]["after"]["target"]["tags"] == sorted([images.BASE_TAG, images.TAG])
+
+    with dockerd_support.dockerd(str(tmp_path / "d-ovl"), "overlay2", data_root) as d:
+        assert sorted(d.docker("images", "-a", "-q", "--no-trunc").split()) == ids
+        assert d.docker("inspect", "-f", "{{.Id}}", images.TAG).strip() == image_id
+        out = d.docker("run", "--rm", "--network", "none", images.TAG, *images.RUN_CMD)
+        assert out == images.EXPECTED_OUTPUT
+
+    run, again = run_module("driver_migration", params)
+    assert run.rc == 0, run
+    assert again["changed"] is False
+    assert again["layers_copied"] == [] and again["layers_to_copy"] == [] and again["commands"] == []
+    assert sorted(again["layers_present"]) == sorted(plan["layers_to_copy"])
+
+    run, check = run_module("driver_migration", params, check=True)
+    assert check["changed"] is False, "check mode after the migration predicts no change"
+
+
+def test_refused_while_the_engine_runs(host, tmp_path):
+    data_root, conf, _, _ = host
+    with dockerd_support.dockerd(str(tmp_path / "d-running"), "vfs", data_root):
+        for check in (True, False):
+            run, res = run_module("driver_migration", {"target": "overlay2", "daemon_json": conf}, check=check)
+            assert res["failed"] is True
+            assert "Docker engine is running on %s" % data_root in res["msg"]
+            assert "stop it first" in res["msg"] and "driver_migration role" in res["msg"]
+    assert not os.path.exists(os.path.join(data_root, "overlay2"))
+    assert not os.path.exists(os.path.join(data_root, "image", "overlay2"))
+
+
+def test_remove_source_needs_force(host):
+    data_root, conf, _, ids = host
+    params = {"target": "overlay2", "daemon_json": conf, "remove_source": True}
+    before = tree(data_root)
+    run, res = run_module("driver_migration", params)
+    assert res["failed"] is True
+    assert "remove_source" in res["msg"] and "force: true" in res["msg"]
+    assert tree(data_root) == before
+
+    run, res = run_module("driver_migration", dict(params, force=True), check=True)
+    assert run.rc == 0, run
+    assert res["changed"] is True and res["source_removed"] is False
+    assert res["commands"][-1].startswith("remove every vfs layer")
+    assert tree(data_root) == before
+
+
+def test_unsupported_target_refused_with_reason(host):
+    data_root, conf, _, _ = host
+    # overlay2.size needs xfs project quotas; this data-root is not on xfs with pquota
+    run, res = run_module("driver_migration", {"target": "overlay2", "daemon_json": conf,
+                                               "target_options": ["overlay2.size=10M"]})
+    assert res["failed"] is True
+    assert "cannot migrate to overlay2 here" in res["msg"]
+    assert not os.path.exists(os.path.join(data_root, "overlay2"))
+
+
+# -- the role and the rolling playbook ---------------------------------------------------------------
+
+class FleetHost(object):
+    """One inventory host: its own daemon.json, data-root and private dockerd (tests/support/engine_ctl.sh)."""
+
+    def __init__(self, name, template, workdir):
+        self.name = name
+        self.dir = workdir
+        os.makedirs(workdir)
+        self.data_root = copy_data_root(template, os.path.join(workdir, "docker"))
+        self.conf = os.path.join(workdir, "daemon.json")
+        self.socket = os.path.join(workdir, "docker.sock")
+        # unix socket paths are short (containerd's live under the exec-root): keep it outside workdir
+        os.makedirs(dockerd_support.SHORT_BASE, exist_ok=True)
+        self.exec_root = os.path.join(dockerd_support.SHORT_BASE, "m-%s-%d" % (name, os.getpid()))
+        with open(self.conf, "w") as f:
+            json.dump({"data-root": self.data_root, "exec-root": self.exec_root, "storage-driver": "vfs",
+                       "log-level": "info"}, f, indent=2)
+
+    def ctl(self, action):
+        proc = subprocess.run([ENGINE_CTL, action, self.dir], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True, timeout=120)
+        assert proc.returncode == 0, "engine_ctl %s %s: %s" % (action, self.dir, proc.stdout)
+
+    def stop(self):
+        self.ctl("stop")
+        shutil.rmtree(self.exec_root, ignore_errors=True)
+
+    def engine(self):
+        return Engine("unix://" + self.socket)
+
+    def image_ids(self):
+        return sorted(i["Id"] for i in self.engine().get("/images/json?all=1"))
+
+    def config(self):
+        with open(self.conf) as f:
+            return json.load(f)
+
+    def inventory_line(self):
+        def ctl(action):
+            return json.dumps([ENGINE_CTL, action, self.dir])
+        return ("%s ansible_connection=local ansible_python_interpreter=%s driver_migration_daemon_json=%s "
+                "driver_migration_docker_host=unix://%s 'driver_migration_stop_command=%s' "
+                "'driver_migration_start_command=%s' driver_migration_start_timeout=90"
+                % (self.name, HOST_PYTHON, self.conf, self.socket, ctl("stop"), ctl("start")))
+
+
+@pytest.fixture
+def fleet(template, tmp_path):
+    """Two hosts on vfs with the test image, their engines running; an inventory; all stopped at the end."""
+    hosts = [FleetHost(name, template[0], str(tmp_path / name)) for name in ("node1", "node2")]
+    inventory = str(tmp_path / "inventory")
+    with open(inventory, "w") as f:
+        f.write("[docker_hosts]\n" + "\n".join(h.inventory_line() for h in hosts) + "\n")
+    try:
+        for h in hosts:
+            h.ctl("start")
+            assert h.image_ids() == template[2]
+        yield hosts, inventory
+    finally:
+        for h in hosts:
+            h.stop()
+            unmount_under(h.dir, h.exec_root)
+
+
+def unmount_under(*dirs):
+    """What a killed dockerd may leave mounted (its data-root bind mount, shm), deepest first."""
+    roots = tuple(d.rstrip("/") + "/" for d in dirs)
+    with open("/proc/self/mounts") as f:
+        points = [line.split()[1].encode().decode("unicode_escape") for line in f]
+    for mp in reversed(points):
+        if mp.startswith(roots) or mp + "/" in roots:
+            subprocess.run(["umount", "-l", mp], check=False)
+
+
+def hosts_in_order(run, task):
+    """Hosts that ran a task whose name starts with ``task``, in the order they ran it."""
+    return [r["host"] for r in run.records if r["task"].startswith(task) and r["status"] != "skipped"]
+
+
+def test_rolling_migration_of_a_fleet(fleet, template):
+    hosts, inventory = fleet
+    ids = template[2]
+    run = run_playbook(MIGRATE_PLAYBOOK, inventory=inventory, extra_vars={"target": "overlay2"})
+    assert run.rc == 0, run
+
+    # serial 1: node1 is stopped, migrated and verified before node2 is stopped
+    stops = [(r["host"], i) for i, r in enumerate(run.records) if r["task"] == "Stop the engine"]
+    verified = [(r["host"], i) for i, r in enumerate(run.records) if r["task"] == "Verify every image is there"]
+    assert [h for h, _ in stops] == ["node1", "node2"] and [h for h, _ in verified] == ["node1", "node2"]
+    assert verified[0][1] < stops[1][1]
+
+    copies = [r["result"] for r in run.records if r["task"].startswith("Carry the images")]
+    assert [len(c["layers_copied"]) for c in copies] == [2, 2]
+    for h in hosts:
+        assert h.engine().info()["Driver"] == "overlay2"
+        assert h.image_ids() == ids
+        assert h.config()["storage-driver"] == "overlay2"
+        assert h.config()["exec-root"] == h.exec_root, "daemon.json's other keys are kept"
+
+    # a second rollout finds every host done and touches nothing
+    again = run_playbook(MIGRATE_PLAYBOOK, inventory=inventory, extra_vars={"target": "overlay2"})
+    assert again.rc == 0, again
+    assert hosts_in_order(again, "Stop the engine") == [] and hosts_in_order(again, "Carry the images") == []
+    assert hosts_in_order(again, "Already on overlay2") == ["node1", "node2"]
+
+
+def test_failed_host_rolls_back_and_stops_the_rollout(fleet, template):
+    hosts, inventory = fleet
+    ids = template[2]
+    first, second = hosts
+    conf_before = [open(h.conf).read() for h in hosts]
+    # overlay2.size needs xfs project quotas: the migration fails after the engine was stopped
+    run = run_playbook(MIGRATE_PLAYBOOK, inventory=inventory,
+                       extra_vars={"target": "overlay2", "driver_migration_target_options": ["overlay2.size=10M"]})
+    assert run.rc != 0, run
+    failed = [r for r in run.records if r["status"] == "failed" and r["task"] == "Say what failed"]
+    assert [r["host"] for r in failed] == ["node1"]
+    assert "cannot migrate to overlay2 here" in failed[0]["result"]["msg"]
+    assert "daemon.json is restored" in failed[0]["result"]["msg"]
+
+    # node1 is back on vfs with its images; node2 was never touched
+    assert open(first.conf).read() == conf_before[0]
+    assert first.engine().info()["Driver"] == "vfs" and first.image_ids() == ids
+    assert hosts_in_order(run, "Stop the engine") == ["node1"]
+    assert open(second.conf).read() == conf_before[1]
+    assert second.engine().info()["Driver"] == "vfs" and second.image_ids() == ids
+    assert not os.path.exists(os.path.join(second.data_root, "overlay2"))
