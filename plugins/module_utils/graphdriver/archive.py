@@ -1039,11 +1039,11 @@ class _Applier(object):
     def _finish(self):
         # Directory times last, as Docker: creating entries changed them.
         # Docker passes a zero atime, which its Chtimes turns into the epoch.
-        root_times = None
+        self.root_times = None
         for rel, e in self.dir_times:
             atime = _clamp(e.atime_ns) if e.atime_ns is not None else 0
             if not rel:
-                root_times = (atime, _clamp(e.mtime_ns))
+                self.root_times = (atime, _clamp(e.mtime_ns))
                 continue
             parent, _, base = rel.rpartition(b"/")
             try:
@@ -1053,12 +1053,18 @@ class _Applier(object):
             except (FileNotFoundError, NotADirectoryError, ArchiveError):
                 pass    # deleted or replaced later in this layer
         self._drop_dirs()
+
+    def commit(self):
+        """After success: drop the journal. Past this point nothing is undone."""
         if self.stash_fd is not None:
             os.close(self.stash_fd)
             self.stash_fd = None
-            _remove_tree_at(self.root_fd, self.stash_name)
-        if root_times is not None:
-            os.utime(self.root_fd, ns=root_times)
+            try:
+                _remove_tree_at(self.root_fd, self.stash_name)
+            except OSError:
+                _remove_path(self.root + b"/" + self.stash_name)   # chmods its way in
+        if self.root_times is not None:
+            os.utime(self.root_fd, ns=self.root_times)
         elif b"" not in self.saved_meta and not any(
                 op[0] in "cs" and b"/" not in op[1] for op in self.journal):
             # Only the stash came and went: the root looks untouched.
@@ -1164,7 +1170,7 @@ def apply_layer(root, stream, whiteout_format=AUFS, layer_id=None, chown=None):
     applier = _Applier(root, whiteout_format, layer_id, chown)
     try:
         try:
-            return applier.run(stream)
+            size = applier.run(stream)
         except BaseException as e:
             entry = applier._entry_name()
             problems = applier.rollback()
@@ -1185,6 +1191,15 @@ def apply_layer(root, stream, whiteout_format=AUFS, layer_id=None, chown=None):
             if isinstance(e, (ValueError, RecursionError)):
                 raise ArchiveError("%s: %s%s" % (applier._who(), e, suffix), entry) from e
             raise
+        try:
+            applier.commit()
+        except (OSError, GraphDriverError) as e:
+            # The layer is applied; only the journal could not be deleted.
+            raise GraphDriverError(
+                "%s: applied, but its apply journal %s could not be removed (%s); "
+                "remove_stale_stash() deletes it" % (
+                    applier._who(), os.fsdecode(applier.root + b"/" + applier.stash_name), e))
+        return size
     finally:
         applier.close()
 
