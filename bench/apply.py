@@ -5,9 +5,12 @@ One ~300 MB layer tar (20,000 small files in 100 directories plus four
 50 MB files) is generated once under /var/tmp, then extracted 5 rounds,
 interleaved: ``apply_layer`` into a fresh directory, ``tar -xf`` into
 another (as root both set owners). Both read the same tar from the page
-cache. Prints each round and the median ratio ours / GNU tar.
+cache. Prints each round (wall clock, and CPU time of the process and its
+children) and the median ratios ours / GNU tar. On a busy disk the wall
+clock mostly measures the filesystem; ``--dir /dev/shm`` takes the disk out
+and compares the work done per entry.
 
-    sudo PYTHONPATH=.build python3 bench/apply.py [--rounds N] [--profile]
+    sudo PYTHONPATH=.build python3 bench/apply.py [--rounds N] [--dir D] [--profile]
 """
 
 import argparse

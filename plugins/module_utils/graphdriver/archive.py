@@ -17,8 +17,11 @@ the layer mounted until its stream is closed").
 Apply is all or nothing. Docker relies on a chroot to contain a hostile tar
 and leaves a half-applied layer on error; here every path is resolved from
 an open descriptor of the layer root, one component at a time with
-``O_NOFOLLOW``, so nothing can be written through a symlink, and every
-change is journaled so that any failure puts the layer back as it was:
+``O_NOFOLLOW``, so nothing can be written through a symlink: an entry, hard
+link target or whiteout whose parent path holds a symlink is refused with
+BreakoutError (stricter than Docker, whose chroot would follow a symlink
+that stays inside the root; layers Docker itself produces never need that).
+Every change is journaled so that any failure puts the layer back as it was:
 
 * paths the layer creates are recorded and removed on failure;
 * paths it replaces or deletes are not deleted but renamed into a stash
