@@ -392,3 +392,15 @@ def test_gnu_tar_archive_applies_like_gnu_tar_extracts(tmp_path):
     a, b = snapshot(str(ours)), snapshot(str(theirs))
     assert strip(a) == strip(b)
     assert {k: v[3] for k, v in a.items()} == {k: v[3] for k, v in b.items()}
+
+
+def test_global_pax_header_has_no_effect_and_no_size(layer):
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w", format=tarfile.PAX_FORMAT,
+                      pax_headers={"comment": "x" * 700}) as tf:
+        ti = tarfile.TarInfo("f")
+        ti.size = 3
+        tf.addfile(ti, io.BytesIO(b"abc"))
+    data.seek(0)
+    assert archive.apply_layer(layer, data) == 3
+    assert os.listdir(layer) == ["f"]

@@ -661,9 +661,11 @@ class _Applier(object):
         try:
             for entry in reader:
                 self.entry = entry
-                size += entry.size
                 if not fast(entry):
+                    if entry.typeflag == XGLOBAL:
+                        continue    # Go hands it over with Size 0; no effect
                     apply(entry)
+                size += entry.size
             self.entry = None
             self._finish()
         finally:
