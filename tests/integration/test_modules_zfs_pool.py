@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.backends import Unavailable
 from tests.support.playbook import run_module
-from tests.support.zfs_fuse import zfs_fuse_daemon
+from tests.support.zfs_fuse import _destroy_pool as destroy_pool, zfs_fuse_daemon
 
 pytestmark = pytest.mark.root
 
@@ -28,18 +28,23 @@ def status(pool):
     return sh("zpool", "status", pool).stdout
 
 
+_serial = [0]
+
+
 @pytest.fixture
 def lab():
     """(pool name, work dir) with a private zfs-fuse running; the pool is destroyed after."""
     try:
         with zfs_fuse_daemon():
             workdir = tempfile.mkdtemp(prefix="strata-zfs-pool-")
-            name = "strata-mod-%d" % os.getpid()
+            _serial[0] += 1
+            name = "strata-mod-%d-%d" % (os.getpid(), _serial[0])
             try:
                 yield name, workdir
             finally:
-                if sh("zpool", "list", "-H", name).returncode == 0:
-                    sh("zpool", "destroy", "-f", name)
+                for pool in (name, name + "-other"):
+                    if sh("zpool", "list", "-H", pool).returncode == 0:
+                        destroy_pool(pool)   # retried: zfs-fuse reports a just-used pool busy
                 shutil.rmtree(workdir, ignore_errors=True)
     except Unavailable as e:
         pytest.skip(str(e))
