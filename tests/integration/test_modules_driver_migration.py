@@ -74,7 +74,7 @@ def test_migrates_then_idempotent(host, tmp_path):
 
     before = tree(data_root)
     run, plan = run_module("driver_migration", params, check=True, diff=True)
-    assert run.rc == 0, run
+    assert run.rc == 0, run.stdout[-5000:]
     assert tree(data_root) == before, "check mode wrote under the data-root"
     assert plan["changed"] is True
     assert plan["source"] == "vfs" and plan["data_root"] == data_root
@@ -91,7 +91,7 @@ def test_migrates_then_idempotent(host, tmp_path):
     assert plan["diff"]["after"]["target"]["images"] == ids
 
     run, res = run_module("driver_migration", params, diff=True)
-    assert run.rc == 0, run
+    assert run.rc == 0, run.stdout[-5000:]
     assert res["changed"] is True
     assert res["layers_copied"] == plan["layers_to_copy"]
     assert res["images"] == ids and res["containers_left"] == plan["containers_left"]
@@ -106,7 +106,7 @@ def test_migrates_then_idempotent(host, tmp_path):
         assert out == images.EXPECTED_OUTPUT
 
     run, again = run_module("driver_migration", params)
-    assert run.rc == 0, run
+    assert run.rc == 0, run.stdout[-5000:]
     assert again["changed"] is False
     assert again["layers_copied"] == [] and again["layers_to_copy"] == [] and again["commands"] == []
     assert sorted(again["layers_present"]) == sorted(plan["layers_to_copy"])
@@ -137,7 +137,7 @@ def test_remove_source_needs_force(host):
     assert tree(data_root) == before
 
     run, res = run_module("driver_migration", dict(params, force=True), check=True)
-    assert run.rc == 0, run
+    assert run.rc == 0, run.stdout[-5000:]
     assert res["changed"] is True and res["source_removed"] is False
     assert res["commands"][-1].startswith("remove every vfs layer")
     assert tree(data_root) == before
@@ -228,24 +228,29 @@ def unmount_under(*dirs):
             subprocess.run(["umount", "-l", mp], check=False)
 
 
+def task_name(record):
+    """The task's own name, without the "role : " prefix Ansible adds."""
+    return record["task"].rpartition(" : ")[2]
+
+
 def hosts_in_order(run, task):
     """Hosts that ran a task whose name starts with ``task``, in the order they ran it."""
-    return [r["host"] for r in run.records if r["task"].startswith(task) and r["status"] != "skipped"]
+    return [r["host"] for r in run.records if task_name(r).startswith(task) and r["status"] != "skipped"]
 
 
 def test_rolling_migration_of_a_fleet(fleet, template):
     hosts, inventory = fleet
     ids = template[2]
     run = run_playbook(MIGRATE_PLAYBOOK, inventory=inventory, extra_vars={"target": "overlay2"})
-    assert run.rc == 0, run
+    assert run.rc == 0, run.stdout[-5000:]
 
     # serial 1: node1 is stopped, migrated and verified before node2 is stopped
-    stops = [(r["host"], i) for i, r in enumerate(run.records) if r["task"] == "Stop the engine"]
-    verified = [(r["host"], i) for i, r in enumerate(run.records) if r["task"] == "Verify every image is there"]
+    stops = [(r["host"], i) for i, r in enumerate(run.records) if task_name(r) == "Stop the engine"]
+    verified = [(r["host"], i) for i, r in enumerate(run.records) if task_name(r) == "Verify every image is there"]
     assert [h for h, _ in stops] == ["node1", "node2"] and [h for h, _ in verified] == ["node1", "node2"]
     assert verified[0][1] < stops[1][1]
 
-    copies = [r["result"] for r in run.records if r["task"].startswith("Carry the images")]
+    copies = [r["result"] for r in run.records if task_name(r).startswith("Carry the images")]
     assert [len(c["layers_copied"]) for c in copies] == [2, 2]
     for h in hosts:
         assert h.engine().info()["Driver"] == "overlay2"
@@ -255,7 +260,7 @@ def test_rolling_migration_of_a_fleet(fleet, template):
 
     # a second rollout finds every host done and touches nothing
     again = run_playbook(MIGRATE_PLAYBOOK, inventory=inventory, extra_vars={"target": "overlay2"})
-    assert again.rc == 0, again
+    assert again.rc == 0, again.stdout[-5000:]
     assert hosts_in_order(again, "Stop the engine") == [] and hosts_in_order(again, "Carry the images") == []
     assert hosts_in_order(again, "Already on overlay2") == ["node1", "node2"]
 
@@ -269,7 +274,7 @@ def test_failed_host_rolls_back_and_stops_the_rollout(fleet, template):
     run = run_playbook(MIGRATE_PLAYBOOK, inventory=inventory,
                        extra_vars={"target": "overlay2", "driver_migration_target_options": ["overlay2.size=10M"]})
     assert run.rc != 0, run
-    failed = [r for r in run.records if r["status"] == "failed" and r["task"] == "Say what failed"]
+    failed = [r for r in run.records if r["status"] == "failed" and task_name(r) == "Say what failed"]
     assert [r["host"] for r in failed] == ["node1"]
     assert "cannot migrate to overlay2 here" in failed[0]["result"]["msg"]
     assert "daemon.json is restored" in failed[0]["result"]["msg"]
@@ -277,7 +282,7 @@ def test_failed_host_rolls_back_and_stops_the_rollout(fleet, template):
     # node1 is back on vfs with its images; node2 was never touched
     assert open(first.conf).read() == conf_before[0]
     assert first.engine().info()["Driver"] == "vfs" and first.image_ids() == ids
-    assert hosts_in_order(run, "Stop the engine") == ["node1"]
+    assert not [r for r in run.records if r["host"] == "node2"], "the rollout went on after a failure"
     assert open(second.conf).read() == conf_before[1]
     assert second.engine().info()["Driver"] == "vfs" and second.image_ids() == ids
     assert not os.path.exists(os.path.join(second.data_root, "overlay2"))
