@@ -294,3 +294,18 @@ def test_disk_full_is_restored(small_fs):
     assert snapshot(layer) == before
     assert os.listdir(layer) == sorted(["keep", "ln"]) or sorted(os.listdir(layer)) == [
         "keep", "ln"]
+
+
+def test_disk_full_on_many_small_files_is_restored(small_fs):
+    # Small files take the applier's no-Entry fast path: same guarantees.
+    layer = os.path.join(small_fs, "layer")
+    os.mkdir(layer, 0o755)
+    os.makedirs(os.path.join(layer, "d"))
+    with open(os.path.join(layer, "d", "old"), "wb") as f:
+        f.write(b"old")
+    before = snapshot(layer)
+    data = member("d", "5") + member("d/old", data=b"new") + b"".join(
+        member("d/file-%04d" % i, data=b"s" * 8000) for i in range(400)) + END_OF_ARCHIVE
+    with pytest.raises(GraphDriverError, match=r"d/file-\d{4}.*No space left"):
+        archive.apply_layer(layer, io.BytesIO(data), layer_id="full-layer")
+    assert snapshot(layer) == before

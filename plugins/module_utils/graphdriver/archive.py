@@ -76,6 +76,7 @@ _STASH_PREFIX_B = STASH_PREFIX.encode()
 _CHUNK = 1 << 20
 # Docker's Chtimes clamps times outside [epoch, maxTime] to the epoch.
 _MAX_NS = (1 << 63) - 1
+_MAX_S = _MAX_NS // 1000000000
 
 
 def _fs(path):
@@ -526,6 +527,7 @@ class _Applier(object):
         self.stash_seq = 0
         self.plnk = {}                      # aufs hard link dir: base -> (entry, stash name)
         self.entry = None
+        self.plain_name = None
 
     def _who(self):
         return "layer %s" % self.layer if self.layer else "apply"
@@ -588,7 +590,9 @@ class _Applier(object):
             self.plain_dirs.discard(k)
 
     def _entry_name(self):
-        return os.fsdecode(self.entry.name) if self.entry is not None else None
+        if self.entry is not None:
+            return os.fsdecode(self.entry.name)
+        return os.fsdecode(self.plain_name) if self.plain_name is not None else None
 
     def _proc(self, pfd, base):
         return b"/proc/self/fd/%d/%s" % (pfd, base)
@@ -656,10 +660,20 @@ class _Applier(object):
     def run(self, stream):
         size = 0
         reader = tarstream.TarReader(stream)
+        entries = iter(reader)
+        peek = reader.peek_plain
+        plain_file = self._plain_file
         fast = self._fast_regular
         apply = self._apply
         try:
-            for entry in reader:
+            while True:
+                plain = peek()
+                if plain is not None and plain_file(reader, plain):
+                    size += plain[5]
+                    continue
+                entry = next(entries, None)
+                if entry is None:
+                    break
                 self.entry = entry
                 if not fast(entry):
                     if entry.typeflag == XGLOBAL:
@@ -684,6 +698,52 @@ class _Applier(object):
             raise BreakoutError("%s: %r names the apply journal"
                                 % (self._who(), os.fsdecode(entry.name)), os.fsdecode(entry.name))
         return name
+
+    def _plain_file(self, reader, plain):
+        """Like _fast_regular, straight from the reader's buffer, with no
+        Entry at all (see TarReader.peek_plain). False: nothing was done."""
+        name, mode, uid, gid, mtime, size = plain[:6]
+        if name[:2] == b"./":
+            name = name[2:]
+        if (not name or name[:1] in (b".", b"/") or b"/." in name or b"//" in name
+                or name[-1:] == b"/"):
+            return False
+        parent, _, base = name.rpartition(b"/")
+        pfd = self.dirs.get(parent)
+        new = self.new
+        if pfd is None or (parent not in new and parent not in self.saved_times):
+            return False
+        if mtime > _MAX_S:
+            return False
+        mode &= 0o7777
+        plain_dir = parent in self.plain_dirs
+        need_chown = self.chown and (uid or gid or not self.root_ids or not plain_dir)
+        need_chmod = need_chown or mode & (0o7000 | self.umask) or not plain_dir
+        self.entry = None
+        self.plain_name = name
+        try:
+            fd = os.open(base, _O_NEWFILE, mode & 0o777, dir_fd=pfd)
+        except FileExistsError:
+            return False
+        if parent not in new:
+            self.journal.append(("c", name))
+        new.add(name)
+        try:
+            payload = reader.consume_plain(plain)
+            if size:
+                n = os.write(fd, payload)
+                if n != size:
+                    tarstream._write_all(fd, payload[n:])
+            if need_chown:
+                os.fchown(fd, uid, gid)
+            if need_chmod:
+                os.fchmod(fd, mode)
+            mtime *= 1000000000
+            os.utime(fd, ns=(mtime, mtime))
+        finally:
+            os.close(fd)
+        self.unpacked.add(name)
+        return True
 
     def _fast_regular(self, e):
         """The bulk of a layer, a new regular file in a known directory, with

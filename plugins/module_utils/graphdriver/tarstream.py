@@ -73,7 +73,9 @@ _ZERO_BLOCK = b"\0" * BLOCK
 _TERMB = (b"\0", b" ")
 # One C call splits a header into its fields (octal fields apart from their
 # terminator byte, for the fast path in _make_entry).
-_UNPACK = struct.Struct("100s7sc7sc7sc11sc11sc8x1x100s8s32s32s16x155s12x").unpack
+_HDR_FIELDS = struct.Struct("100s7sc7sc7sc11sc11sc8x1x100s8s32s32s16x155s12x")
+_UNPACK = _HDR_FIELDS.unpack
+_UNPACK_FROM = _HDR_FIELDS.unpack_from
 _NO_XATTRS = {}     # shared, never mutated: most entries have none
 _NO_PAX = {}
 _ZERO_PADS = [b"\0" * n for n in range(BLOCK)]
@@ -439,6 +441,75 @@ class TarReader(object):
 
     def _skip_payload(self):
         self._finish_payload()
+
+    # -- the plain-file fast path ----------------------------------------------
+    def peek_plain(self):
+        """Parse the next member without consuming it, if it is a plain file.
+
+        Plain: one USTAR or GNU header block (no extension headers), type
+        '0', octal numeric fields, a valid checksum, and the payload and its
+        padding already in the buffer. Returns ``(name, mode, uid, gid,
+        mtime, size, token)`` or None (then iterate as usual: nothing was
+        consumed). :meth:`consume_plain` with the token takes the member and
+        gives its payload. This is what lets the applier handle the bulk of a
+        layer without an :class:`Entry` per file.
+        """
+        entry = self._entry
+        if entry is not None:
+            if self._remaining or entry.pad is None:
+                self._finish_payload()
+            self._entry = None
+        s = self._start
+        avail = self._end - s
+        buf = self._buf
+        if avail < BLOCK or buf[s + 156] != 48 or self._done:      # 48: '0'
+            return None
+        (name, f_mode, t_mode, f_uid, t_uid, f_gid, t_gid, f_size, t_size, f_mtime,
+         t_mtime, linkname, magic, uname, gname, prefix) = _UNPACK_FROM(buf, s)
+        if magic != _USTAR_MAGIC and magic != _GNU_MAGIC:
+            return None
+        if not (t_mode in _TERMB and t_uid in _TERMB and t_gid in _TERMB
+                and t_size in _TERMB and t_mtime in _TERMB):
+            return None
+        try:
+            mode = int(f_mode, 8)
+            uid = int(f_uid, 8)
+            gid = int(f_gid, 8)
+            size = int(f_size, 8)
+            mtime = int(f_mtime, 8)
+            want = int(buf[s + 148:s + 154], 8)
+        except ValueError:
+            return None
+        if (mode < 0 or uid < 0 or gid < 0 or size < 0 or mtime < 0
+                or buf[s + 154] != 0):
+            return None
+        total = BLOCK + size + (-size & (BLOCK - 1))
+        if avail < total:
+            return None
+        view = self._view
+        if buf.count(0, s, s + BLOCK) >= 256:
+            got = ((zlib.adler32(view[s:s + BLOCK]) & 0xFFFF) - 1) % 65521
+        else:
+            got = sum(view[s:s + BLOCK])
+        if want != got - sum(view[s + 148:s + 156]) + 256:
+            return None     # let the general path report it
+        name = name.partition(b"\0")[0]
+        if magic == _USTAR_MAGIC and prefix[0]:
+            if buf[s + 508:s + 512] == _STAR_TRAILER:
+                return None
+            name = prefix.partition(b"\0")[0] + b"/" + name
+        return name, mode, uid, gid, mtime, size, s
+
+    def consume_plain(self, plain):
+        """Take the member :meth:`peek_plain` described; return its payload
+        (a memoryview valid until the reader reads again)."""
+        s, size = plain[6], plain[5]
+        if s != self._start or self._entry is not None:
+            raise ArchiveError("consume_plain() out of step with the reader")
+        total = BLOCK + size + (-size & (BLOCK - 1))
+        self._start = s + total
+        self.offset += total
+        return self._view[s + BLOCK:s + BLOCK + size]
 
     # -- headers ----------------------------------------------------------
     def __iter__(self):
