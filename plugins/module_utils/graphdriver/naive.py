@@ -11,7 +11,6 @@ import time
 from .archive import apply_layer, export_changes, tar_tree
 from .changes import changes_dirs, changes_size
 from .driver import Driver
-from .errors import GraphDriverError
 
 
 def _sleep_to_next_second(start):
@@ -85,5 +84,3 @@ class NaiveDiffDriver(Driver):
         finally:
             self.put(id)
 
-
-__all__ = ["NaiveDiffDriver", "GraphDriverError"]
