@@ -67,7 +67,9 @@ options:
   remove_source:
     description:
       - After the migration, delete the source driver's layers, its home and C(image/<source>).
-      - That removes the rollback and the containers made with the source driver; it needs O(force=true).
+      - That removes the rollback; it needs O(force=true).
+      - Refused while containers made with the source driver remain (RV(containers_left)): they use its
+        layers. Remove them first, with the engine on the source driver, or keep the source.
     type: bool
     default: false
   force:
@@ -305,8 +307,8 @@ def main():
     p = module.params
     target = p['target']
     if p['remove_source'] and not p['force']:
-        module.fail_json(msg='remove_source deletes the layers of the source driver - the rollback of this '
-                             'migration - and the containers made with it: set force: true to confirm')
+        module.fail_json(msg='remove_source deletes the layers of the source driver, the rollback of this '
+                             'migration: set force: true to confirm')
     try:
         config = daemon_json.read(p['daemon_json'])
         data_root = os.path.abspath(p['data_root'] or daemon_json.data_root(config))
@@ -319,6 +321,11 @@ def main():
             module.exit_json(**result)
 
         plan = migrate.plan(data_root, source, target, src_opts, dst_opts)
+        if p['remove_source'] and plan.containers_left:
+            module.fail_json(msg='remove_source: %d container(s) made with %s still use its layers (%s): remove '
+                                 'them with the engine on %s first, or keep the source; nothing was changed'
+                             % (len(plan.containers_left), source, ', '.join(c[:12] for c in plan.containers_left),
+                                source), containers_left=plan.containers_left)
         tags = ImageStore(data_root, source).tags()
         before = {'source': image_view(data_root, source), 'target': image_view(data_root, target)}
         commands = steps(plan, layer_sizes(data_root, source, src_opts) if plan.layers_to_copy else {},
@@ -354,9 +361,9 @@ def main():
         commands=commands,
     )
     if plan.containers_left:
+        left = ', '.join(c[:12] for c in plan.containers_left)
         module.warn('%d container(s) made with %s are not carried to %s: they stay with the %s driver (switch '
-                    'back to it to use them): %s' % (len(plan.containers_left), source, target, source,
-                                                   ', '.join(c[:12] for c in plan.containers_left)))
+                    'back to it to use them): %s' % (len(plan.containers_left), source, target, source, left))
     if module._diff:
         after_source = before['source']
         if p['remove_source']:
