@@ -116,6 +116,10 @@ class ChunkStream(object):
                 chunk = next(self._gen)
             except StopIteration:
                 return False
+            except OSError as e:
+                where = os.fsdecode(e.filename) + ": " if e.filename else ""
+                raise GraphDriverError("producing a layer tar: %s%s"
+                                       % (where, e.strerror or e)) from e
             self._pending = memoryview(chunk)
         return True
 
@@ -137,7 +141,9 @@ class ChunkStream(object):
         if size is None or size < 0:
             parts = [bytes(self._pending)]
             self._pending = memoryview(b"")
-            parts.extend(self._gen)
+            while self._next():
+                parts.append(bytes(self._pending))
+                self._pending = memoryview(b"")
             return b"".join(parts)
         buf = bytearray(size)
         n = self.readinto(buf)
@@ -501,6 +507,10 @@ class _Applier(object):
         # Docker's UnpackLayer makes missing parents 0600 (umask 0 in its
         # chroot); Unpack (the overlay path) makes them 0755.
         self.parent_mode = 0o755 if self.unpack else 0o600
+        if os.geteuid() != 0:
+            # Without CAP_DAC_OVERRIDE a 0600 directory cannot be entered,
+            # not even to finish this apply.
+            self.parent_mode |= 0o700
         try:
             self.root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as e:
