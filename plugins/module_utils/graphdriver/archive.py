@@ -1168,20 +1168,20 @@ class _Applier(object):
                         op[2].restore(path)
                 elif kind == "t":
                     times.append(op)
-            except OSError as e:
+            except (OSError, GraphDriverError) as e:
                 errors.append("%s: %s" % (os.fsdecode(op[1]), e))
         try:
             _remove_path(stash)
-        except OSError as e:
+        except (OSError, GraphDriverError) as e:
             errors.append("%s: %s" % (os.fsdecode(stash), e))
         for _, rel, atime, mtime in times:
             try:
                 os.utime(root + b"/" + rel, ns=(atime, mtime), follow_symlinks=False)
-            except OSError as e:
+            except (OSError, GraphDriverError) as e:
                 errors.append("%s: %s" % (os.fsdecode(rel), e))
         try:
             self.root_saved.restore(root, full=b"" in self.saved_meta)
-        except OSError as e:
+        except (OSError, GraphDriverError) as e:
             errors.append("%s: %s" % (os.fsdecode(root), e))
         return errors
 
