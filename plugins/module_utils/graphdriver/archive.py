@@ -1235,7 +1235,14 @@ def _copy_fd(src, dst):
 
 
 def apply_layer(root, stream, whiteout_format=AUFS, layer_id=None, chown=None):
-    """Apply the layer tar ``stream`` onto ``root`` (Docker's UnpackLayer).
+    """Apply the layer tar ``stream`` onto ``root``.
+
+    ``whiteout_format``: AUFS is Docker's UnpackLayer (naive apply: ``.wh.X``
+    deletes X, ``.wh..wh..opq`` deletes what this layer did not write in its
+    directory, other ``.wh..wh.*`` skipped); OVERLAY is Unpack with the
+    overlay converter (whiteouts kept as 0/0 character devices, an existing
+    path of that name replaced; opaque as ``trusted.overlay.opaque=y``);
+    LITERAL is Unpack with no converter (``.wh.`` files kept as files).
 
     Returns the sum of the entries' header sizes (Docker's ApplyDiff size).
     All or nothing: on any failure the tree under ``root`` is restored and a
