@@ -307,19 +307,33 @@ def test_rolling_migration_of_a_fleet(fleet, template):
     assert hosts_in_order(again, "Already on overlay2") == ["node1", "node2"]
 
 
-def test_failed_host_rolls_back_and_stops_the_rollout(fleet, template):
+def fail_at_migration(first, tmp_path):
+    # overlay2.size needs xfs project quotas: the migration fails after the engine was stopped,
+    # before daemon.json changed
+    return {"driver_migration_target_options": ["overlay2.size=10M"]}, "cannot migrate to overlay2 here"
+
+
+def fail_at_start(first, tmp_path):
+    # the first start (on overlay2, daemon.json rewritten) fails; the rescue's start works
+    flag = str(tmp_path / "failed-once")
+    once = "test -e %s || { touch %s; echo engine failed to start >&2; exit 1; }; exec %s start %s" % (
+        flag, flag, ENGINE_CTL, first.dir)
+    return {"driver_migration_start_command": ["sh", "-c", once]}, "engine failed to start"
+
+
+@pytest.mark.parametrize("failure", [fail_at_migration, fail_at_start], ids=["at-migration", "at-start"])
+def test_failed_host_rolls_back_and_stops_the_rollout(fleet, template, tmp_path, failure):
     hosts, inventory = fleet
     ids = template[2]
     first, second = hosts
     conf_before = [open(h.conf).read() for h in hosts]
-    # overlay2.size needs xfs project quotas: the migration fails after the engine was stopped
-    run = run_playbook(MIGRATE_PLAYBOOK, inventory=inventory,
-                       extra_vars={"target": "overlay2", "driver_migration_target_options": ["overlay2.size=10M"]})
+    extra, reason = failure(first, tmp_path)
+    extra["target"] = "overlay2"
+    run = run_playbook(MIGRATE_PLAYBOOK, inventory=inventory, extra_vars=extra)
     assert run.rc != 0, run
     failed = [r for r in run.records if r["status"] == "failed" and task_name(r) == "Say what failed"]
     assert [r["host"] for r in failed] == ["node1"]
-    assert "cannot migrate to overlay2 here" in failed[0]["result"]["msg"]
-    assert "daemon.json is restored" in failed[0]["result"]["msg"]
+    assert reason in failed[0]["result"]["msg"] and "daemon.json is restored" in failed[0]["result"]["msg"]
 
     # node1 is back on vfs with its images; node2 was never touched
     assert open(first.conf).read() == conf_before[0]
