@@ -68,7 +68,7 @@ options:
     description:
       - After the migration, delete the source driver's layers, its home and C(image/<source>).
       - That removes the rollback; it needs O(force=true).
-      - Refused while containers made with the source driver remain (RV(containers_left)): they use its
+      - Refused while containers made with the source driver remain (RV(containers_left)), since they use its
         layers. Remove them first, with the engine on the source driver, or keep the source.
     type: bool
     default: false
