@@ -147,6 +147,15 @@ def test_close_stops_the_stream_and_calls_on_close(tmp_path):
     assert closed == [True]
     with pytest.raises(ValueError):
         s.read(1)
+    # A standard raw stream: it can be buffered; dropped unclosed, it closes.
+    with io.BufferedReader(archive.tar_tree(str(src))) as b:
+        assert len(b.read()) == 512 + (3 << 20) + 1024
+    import gc
+    s = archive.tar_tree(str(src), on_close=lambda: closed.append("gc"))
+    s.read(10)
+    del s
+    gc.collect()
+    assert closed == [True, "gc"]
 
 
 def test_export_changes_whiteouts_and_entries(tmp_path):

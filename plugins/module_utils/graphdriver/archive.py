@@ -39,6 +39,7 @@ layer is to be kept anyway.
 """
 
 import errno
+import io
 import os
 import posixpath
 import re
@@ -87,28 +88,23 @@ def _fs(path):
 # Streams
 # ---------------------------------------------------------------------------
 
-class ChunkStream(object):
+class ChunkStream(io.RawIOBase):
     """A readable binary file object over a generator of bytes chunks.
 
     ``close()`` closes the generator (which releases its open files) and
     then calls ``on_close`` once. An error raised while producing is raised
-    from ``read()``.
+    from ``read()`` as a GraphDriverError. There is no descriptor: a
+    consumer that needs one (a subprocess's stdin) copies from ``read()``.
     """
 
     def __init__(self, chunks, on_close=None):
+        super().__init__()
         self._gen = chunks
         self._on_close = on_close
         self._pending = memoryview(b"")
-        self.closed = False
 
     def readable(self):
         return True
-
-    def writable(self):
-        return False
-
-    def seekable(self):
-        return False
 
     def _next(self):
         while not self._pending:
@@ -139,51 +135,31 @@ class ChunkStream(object):
         if self.closed:
             raise ValueError("read from a closed layer stream")
         if size is None or size < 0:
-            parts = [bytes(self._pending)]
-            self._pending = memoryview(b"")
-            while self._next():
-                parts.append(bytes(self._pending))
-                self._pending = memoryview(b"")
-            return b"".join(parts)
+            return self.readall()
         buf = bytearray(size)
         n = self.readinto(buf)
         del buf[n:]
         return bytes(buf)
 
-    read1 = read
-
     def readall(self):
-        return self.read()
-
-    def __iter__(self):
-        while True:
-            chunk = self.read(_CHUNK)
-            if not chunk:
-                return
-            yield chunk
+        if self.closed:
+            raise ValueError("read from a closed layer stream")
+        parts = []
+        while self._next():
+            parts.append(bytes(self._pending))
+            self._pending = memoryview(b"")
+        return b"".join(parts)
 
     def close(self):
         if self.closed:
             return
-        self.closed = True
         try:
             self._gen.close()
         finally:
+            super().close()
             cb, self._on_close = self._on_close, None
             if cb is not None:
                 cb()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 # ---------------------------------------------------------------------------
