@@ -107,6 +107,15 @@ def _resolve(dev):
     return os.path.realpath(os.path.join("/dev", dev))
 
 
+def property_value(value):
+    """YAML turns on/off into booleans; ZFS wants the words back."""
+    if value is True:
+        return "on"
+    if value is False:
+        return "off"
+    return str(value)
+
+
 def vdev_args(vdev):
     t = _norm_type(vdev["type"])
     return list(vdev["devices"]) if t == "stripe" else [t] + list(vdev["devices"])
@@ -193,7 +202,7 @@ class ZpoolPlan(object):
         if self.force:
             argv.append("-f")
         for k, val in sorted((pool_properties or {}).items()):
-            argv += ["-o", "%s=%s" % (k, val)]
+            argv += ["-o", "%s=%s" % (k, property_value(val))]
         argv += ["-m", root_mountpoint or "none", self.name]
         for v in self.vdevs:
             argv += vdev_args(v)
@@ -250,7 +259,7 @@ class ZpoolPlan(object):
     def _dataset(self, dataset, mountpoint, properties):
         full = dataset if dataset.startswith(self.name + "/") else "%s/%s" % (self.name, dataset)
         self.dataset = full
-        wanted = dict((k, str(v)) for k, v in properties.items())
+        wanted = dict((k, property_value(v)) for k, v in properties.items())
         if mountpoint:
             wanted["mountpoint"] = mountpoint
         if self.created or not dataset_exists(full):

@@ -16,7 +16,7 @@ description:
   - On an existing pool, adds the declared vdevs that are not in it (C(zpool add)) and attaches new members
     to a declared mirror (C(zpool attach)).
   - A vdev, or a mirror member, that is in the pool but not declared is B(never) removed unless
-    O(remove_unlisted=true); it is reported in RV(unlisted_vdevs). (C(community.general.zpool) removes it.)
+    O(remove_unlisted=true); it is reported in RV(unlisted_vdevs).
   - Creates the dataset Docker's zfs driver uses, with its mountpoint and properties, and sets properties
     that differ on an existing dataset.
   - A device holding another signature is refused unless O(force=true); a device in use (mounted, held by

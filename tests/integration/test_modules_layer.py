@@ -1,23 +1,26 @@
-"""strata.graphdriver.layer through ansible-playbook with real drivers (vfs and overlay2 on a
-loop xfs, btrfs on a loop btrfs)."""
+"""strata.graphdriver.layer through ansible-playbook with every driver that has a test backend
+here, each on its real backing storage."""
 
 import contextlib
 import hashlib
 import io
 import os
+import shutil
 import tarfile
 import tempfile
 
 import pytest
 
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import new
-from tests.support.loop import loop_filesystem
+from tests.support.backends import BACKENDS, Unavailable
 from tests.support.playbook import run_module
 
 pytestmark = pytest.mark.root
 
 # Drivers whose Get mounts and counts references; vfs and btrfs layers are plain directories.
 COUNTING = ("overlay2", "fuse-overlayfs", "zfs")
+# Of those, overlay's base layers are their diff directory, never mounted; zfs mounts every dataset.
+MOUNTS_BASE = ("zfs",)
 FILES = {"etc/hostname": b"strata\n", "usr/share/doc/readme": b"x" * 128}
 
 
@@ -39,52 +42,51 @@ def make_tar(path, files=FILES, extra=()):
     return path
 
 
-@pytest.fixture(scope="module")
-def xfs():
-    with loop_filesystem("xfs", 300) as mnt:
-        yield mnt
-
-
-@pytest.fixture(params=["vfs", "overlay2", "btrfs"])
-def store(request, xfs):
-    """(driver, home, workdir) for one driver on a real backing filesystem."""
+@pytest.fixture(params=sorted(BACKENDS))
+def store(request):
+    """(driver, home, workdir, options) for one driver on its real backing storage
+    (tests/support/backend_<driver>.py: loop xfs, loop btrfs, a zfs-fuse pool …)."""
     driver = request.param
-    with contextlib.ExitStack() as stack:
-        base = xfs
-        if driver == "btrfs":
-            base = stack.enter_context(loop_filesystem("btrfs", 300))
-        work = tempfile.mkdtemp(prefix="strata-layer-", dir=base)
-        home = os.path.join(work, driver)
-        yield driver, home, work
-        drv = new(driver, home)
-        drv.cleanup()
+    work = tempfile.mkdtemp(prefix="strata-layer-")
+    try:
+        with contextlib.ExitStack() as stack:
+            try:
+                home, options = stack.enter_context(BACKENDS[driver](work))
+            except Unavailable as e:
+                pytest.skip("%s: %s" % (driver, e))
+            try:
+                yield driver, home, os.path.dirname(home), options
+            finally:
+                new(driver, home, options).cleanup()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def layer(store, check=False, diff=False, **params):
-    driver, home, _ = store
-    p = {"driver": driver, "home": home}
+    driver, home, _, options = store
+    p = {"driver": driver, "home": home, "options": options}
     p.update(params)
     return run_module("layer", p, check=check, diff=diff)
 
 
 def test_present_from_tar_then_idempotent(store):
-    driver, home, work = store
+    driver, home, work, options = store
     tar = make_tar(os.path.join(work, "base.tar"))
 
     run, res = layer(store, check=True, id="base", tar=tar)
     assert run.rc == 0, run
     assert res["changed"] is True and res["exists"] is True
     assert res["commands"] == ["%s.create('base')" % driver, "%s.apply_diff('base', None, %r)" % (driver, tar)]
-    assert not new(driver, home).exists("base"), "check mode created the layer"
+    assert not new(driver, home, options).exists("base"), "check mode created the layer"
 
     run, res = layer(store, diff=True, id="base", tar=tar)
     assert run.rc == 0, run
     assert res["changed"] is True
     assert res["diff"] == {"before": {"exists": False, "mounted": False},
-                           "after": {"exists": True, "mounted": True}}  # a base layer is a directory
+                           "after": {"exists": True, "mounted": driver not in MOUNTS_BASE}}
     assert res["size"] == sum(len(v) for v in FILES.values())
     assert res["diff_id"].startswith("sha256:") and len(res["diff_id"]) == 71
-    assert new(driver, home).exists("base")
+    assert new(driver, home, options).exists("base")
 
     run, again = layer(store, id="base", tar=tar)
     assert again["changed"] is False and again["commands"] == []
@@ -92,7 +94,7 @@ def test_present_from_tar_then_idempotent(store):
 
 
 def test_child_mount_unmount_remove(store):
-    driver, home, work = store
+    driver, home, work, options = store
     tar = make_tar(os.path.join(work, "base.tar"))
     assert layer(store, id="base", tar=tar)[0].rc == 0
 
@@ -117,7 +119,7 @@ def test_child_mount_unmount_remove(store):
         run, refused = layer(store, id="c1", state="absent")
         assert refused["failed"] is True
         assert "c1" in refused["msg"] and "mounted" in refused["msg"] and "force" in refused["msg"]
-        assert new(driver, home).exists("c1")
+        assert new(driver, home, options).exists("c1")
 
         run, res = layer(store, id="c1", state="unmounted", check=True)
         assert res["changed"] is True and res["commands"] == ["%s.put('c1')" % driver]
@@ -130,13 +132,13 @@ def test_child_mount_unmount_remove(store):
 
     run, res = layer(store, id="c1", state="absent")
     assert res["changed"] is True and res["exists"] is False
-    assert not new(driver, home).exists("c1")
+    assert not new(driver, home, options).exists("c1")
     run, res = layer(store, id="c1", state="absent")
     assert res["changed"] is False
 
 
 def test_absent_with_force_releases_mounts(store):
-    driver, home, _ = store
+    driver, home, _, options = store
     assert layer(store, id="m-base")[0].rc == 0
     run, res = layer(store, id="m", parent="m-base", state="mounted")
     assert run.rc == 0, run
@@ -146,34 +148,40 @@ def test_absent_with_force_releases_mounts(store):
     assert run.rc == 0, run
     puts = ["%s.put('m')" % driver] if driver in COUNTING else []
     assert res["commands"] == puts + ["%s.remove('m')" % driver]
-    assert not new(driver, home).exists("m")
+    assert not new(driver, home, options).exists("m")
 
 
-def test_base_layer_is_a_directory_mounted_or_not(store):
-    driver, home, _ = store
+def test_base_layer_mount_states(store):
+    driver, home, _, options = store
     run, res = layer(store, id="b", state="mounted")
     assert run.rc == 0, run
     assert res["changed"] is True and res["mounted"] is True and os.path.isdir(res["layer_path"])
-    for state in ("mounted", "unmounted", "mounted"):
+    if driver in MOUNTS_BASE:
+        expected = [("mounted", False), ("unmounted", True), ("unmounted", False), ("mounted", True)]
+    else:
+        # A base layer that is a plain directory is "mounted" whenever it exists.
+        expected = [("mounted", False), ("unmounted", False), ("mounted", False)]
+    for state, change in expected:
         run, res = layer(store, id="b", state=state)
-        assert res["changed"] is False, (state, res)
+        assert res["changed"] is change, (state, res)
+    layer(store, id="b", state="absent", force=True)
 
 
 def test_missing_parent_refused(store):
-    driver, home, _ = store
+    driver, home, _, options = store
     run, res = layer(store, id="orphan", parent="nope")
     assert res["failed"] is True
     assert "nope" in res["msg"] and home in res["msg"]
-    assert not new(driver, home).exists("orphan")
+    assert not new(driver, home, options).exists("orphan")
 
 
 def test_hostile_tar_leaves_no_layer(store):
-    driver, home, work = store
+    driver, home, work, options = store
     evil = make_tar(os.path.join(work, "evil.tar"), files={"ok": b"fine"},
                     extra=[("../../escaped", b"gotcha")])
     run, res = layer(store, id="evil", tar=evil)
     assert res["failed"] is True
     assert "escaped" in res["msg"]
-    assert not new(driver, home).exists("evil")
+    assert not new(driver, home, options).exists("evil")
     assert not os.path.exists(os.path.join(os.path.dirname(home), "escaped"))
     assert not os.path.exists(os.path.join(work, "..", "escaped"))

@@ -61,7 +61,7 @@ def test_create_with_dataset_then_idempotent(lab):
     name, workdir = lab
     mnt = os.path.join(workdir, "docker")
     p = params(name, workdir, ["a", "b"], dataset="docker", mountpoint=mnt,
-               properties={"compression": "on", "atime": "off"})
+               properties={"compression": "on", "atime": False})  # YAML's off
     run, res = run_module("zfs_pool", p, diff=True)
     assert run.rc == 0, run
     assert res["changed"] is True and res["created"] is True
