@@ -72,6 +72,8 @@ def test_create_with_dataset_then_idempotent(lab):
     assert res["files_created"] == [a, b]
     assert res["vdevs"] == [{"type": "stripe", "devices": [a]}, {"type": "stripe", "devices": [b]}]
     assert res["dataset"] == {"name": name + "/docker", "mountpoint": mnt}
+    assert res["diff"]["before"] == {}
+    assert res["diff"]["after"]["vdevs"] == res["vdevs"]
     assert a in status(name) and b in status(name)
     assert sh("zfs", "get", "-H", "-o", "value", "compression", name + "/docker").stdout.strip() == "on"
     assert os.path.ismount(mnt)
@@ -130,6 +132,23 @@ def test_mirror_grow_and_unlisted_kept(lab):
     assert run.rc == 0, run
     assert res["commands"] == ["zpool detach %s %s" % (name, d)]
     assert d not in status(name)
+
+
+def test_raidz(lab):
+    name, workdir = lab
+    files = [os.path.join(workdir, x) for x in "abc"]
+    p = {"name": name, "vdevs": [{"type": "raidz", "devices": files}], "file_size": "128M",
+         "pool_properties": {"cachefile": "none"}}
+    run, res = run_module("zfs_pool", p)
+    assert run.rc == 0, run
+    assert res["commands"] == ["zpool create -o cachefile=none -m none %s raidz1 %s" % (name, " ".join(files))]
+    assert res["vdevs"] == [{"type": "raidz1", "devices": files}]
+    assert "raidz1-0" in status(name)
+    # A raidz vdev's width is fixed: a fourth member is refused with the reason.
+    more = dict(p, vdevs=[{"type": "raidz", "devices": files + [os.path.join(workdir, "d")]}])
+    run, res = run_module("zfs_pool", more)
+    assert res["failed"] is True and "width is fixed" in res["msg"]
+    assert not os.path.exists(os.path.join(workdir, "d"))
 
 
 def test_signature_refused_and_left_untouched(lab):
