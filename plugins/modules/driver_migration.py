@@ -39,8 +39,8 @@ options:
   source:
     description:
       - The storage driver whose images are carried.
-      - Defaults to the C(storage-driver) that O(daemon_json) declares, else to the one driver other than
-        O(target) that holds state under the data-root (its home or its C(image/<driver>) store).
+      - Defaults to the C(storage-driver) that O(daemon_json) declares, unless that is O(target); else to the one
+        driver other than O(target) that holds state under the data-root (its home or its C(image/<driver>) store).
     type: str
     choices: [aufs, btrfs, devicemapper, fuse-overlayfs, overlay2, vfs, zfs]
   data_root:
@@ -234,11 +234,15 @@ def drivers_with_state(data_root):
 
 
 def resolve_source(source, target, data_root, config):
-    """The source driver asked for, else daemon.json's, else the single other one with state."""
+    """The source driver asked for, else daemon.json's, else the single other one with state.
+
+    daemon.json may already declare the target (switched with force, images
+    hidden): then the images are looked for where the state is.
+    """
     if source:
         return source
     declared = daemon_json.storage_settings(config)[0]
-    if declared:
+    if declared and declared != target:
         return declared
     candidates = [d for d in drivers_with_state(data_root) if d != target]
     if len(candidates) == 1:

@@ -114,6 +114,13 @@ def test_migrates_then_idempotent(host, tmp_path):
     run, check = run_module("driver_migration", params, check=True)
     assert check["changed"] is False, "check mode after the migration predicts no change"
 
+    # daemon.json now declares the target: the source is found where the other driver's state is
+    with open(conf, "w") as f:
+        json.dump({"data-root": data_root, "storage-driver": "overlay2"}, f)
+    run, res = run_module("driver_migration", params)
+    assert run.rc == 0, run
+    assert res["source"] == "vfs" and res["changed"] is False and len(res["layers_present"]) == 2
+
 
 def test_refused_while_the_engine_runs(host, tmp_path):
     data_root, conf, _, _ = host
