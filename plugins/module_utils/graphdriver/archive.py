@@ -176,9 +176,31 @@ def _lgetxattr(path, name):
 class _TarAppender(object):
     """pkg/archive's tarAppender: one entry per path, hard links by inode."""
 
-    def __init__(self, whiteout_format=None):
+    def __init__(self, whiteout_format=None, lookup_names=False):
         self.seen = {}
         self.overlay = whiteout_format == OVERLAY
+        self.names = {} if lookup_names else None
+
+    def _names(self, uid, gid):
+        """Docker 20.10's writer (Go's tar.FileInfoHeader) looks the owner's
+        user and group names up on the host; Docker 23+ writes none."""
+        if self.names is None:
+            return b"", b""
+        key = (uid, gid)
+        got = self.names.get(key)
+        if got is None:
+            import grp
+            import pwd
+            try:
+                uname = os.fsencode(pwd.getpwuid(uid).pw_name)
+            except KeyError:
+                uname = b""
+            try:
+                gname = os.fsencode(grp.getgrgid(gid).gr_name)
+            except KeyError:
+                gname = b""
+            got = self.names[key] = (uname, gname)
+        return got
 
     def entry(self, path, name):
         """Yield the chunks of the entry for ``path`` named ``name`` (bytes)."""
@@ -241,9 +263,10 @@ class _TarAppender(object):
                 fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             except FileNotFoundError:
                 return
+        uname, gname = self._names(st.st_uid, st.st_gid)
         try:
             yield encode_header(name, mode, st.st_uid, st.st_gid, size, mtime, typeflag,
-                                linkname, devmajor, devminor, xattrs)
+                                linkname, devmajor, devminor, xattrs, uname, gname)
             if opaque_wo is not None:
                 yield opaque_wo
             if fd is not None:
@@ -303,8 +326,8 @@ def _excluded(rel, patterns):
     return hit
 
 
-def _tree_chunks(root, include, whiteout_format, exclude):
-    appender = _TarAppender(whiteout_format)
+def _tree_chunks(root, include, whiteout_format, exclude, lookup_names):
+    appender = _TarAppender(whiteout_format, lookup_names)
     patterns = _compile_patterns(exclude)
     if include is None:
         include = [b"."]
@@ -338,23 +361,27 @@ def _tree_chunks(root, include, whiteout_format, exclude):
     yield END_OF_ARCHIVE
 
 
-def tar_tree(root, include=None, whiteout_format=AUFS, on_close=None, exclude=None):
+def tar_tree(root, include=None, whiteout_format=AUFS, on_close=None, exclude=None,
+             lookup_names=False):
     """Docker's TarWithOptions: a readable stream of the tree at ``root``.
 
     ``include``: paths relative to root to archive (each walked in Docker's
     order), default the whole tree (the root itself is not an entry).
     ``whiteout_format=OVERLAY`` converts on-disk overlay whiteouts and opaque
     directories to the wire form. ``exclude``: Docker exclude patterns
-    (aufs passes ``['.wh..wh.*', '!.wh..wh..opq']``).
+    (aufs passes ``['.wh..wh.*', '!.wh..wh..opq']``). ``lookup_names``:
+    write owner names as Docker 20.10 does (looked up on this host); by
+    default none, as Docker 23+ (``FileInfoHeaderNoLookups``).
     """
     root = _fs(os.path.abspath(root))
     if not os.path.isdir(root):
         raise GraphDriverError("cannot archive %s: not a directory" % os.fsdecode(root))
-    return ChunkStream(_tree_chunks(root, include, whiteout_format, exclude), on_close)
+    return ChunkStream(_tree_chunks(root, include, whiteout_format, exclude, lookup_names),
+                       on_close)
 
 
-def _changes_chunks(root, changes):
-    appender = _TarAppender(None)
+def _changes_chunks(root, changes, lookup_names):
+    appender = _TarAppender(None, lookup_names)
     items = sorted(changes, key=lambda c: _fs(c.path))   # Go sorts by path
     for change in items:
         p = _fs(change.path)
@@ -372,10 +399,15 @@ def _changes_chunks(root, changes):
     yield END_OF_ARCHIVE
 
 
-def export_changes(root, changes, on_close=None):
-    """Docker's ExportChanges: a readable tar stream of ``changes`` under ``root``."""
+def export_changes(root, changes, on_close=None, lookup_names=False):
+    """Docker's ExportChanges: a readable tar stream of ``changes`` under ``root``.
+
+    Deletions become empty ``.wh.<name>`` entries stamped now; the rest are
+    written from ``root`` in path order, hard links kept. ``lookup_names`` as
+    for :func:`tar_tree`.
+    """
     root = _fs(os.path.abspath(root))
-    return ChunkStream(_changes_chunks(root, list(changes)), on_close)
+    return ChunkStream(_changes_chunks(root, list(changes), lookup_names), on_close)
 
 
 # ---------------------------------------------------------------------------
