@@ -75,6 +75,7 @@ STASH_PREFIX = ".strata-apply-"
 _STASH_PREFIX_B = STASH_PREFIX.encode()
 
 _CHUNK = 1 << 20
+_SMALL = 1 << 16    # files up to this size are read in one go
 # Docker's Chtimes clamps times outside [epoch, maxTime] to the epoch.
 _MAX_NS = (1 << 63) - 1
 _MAX_S = _MAX_NS // 1000000000
@@ -167,7 +168,11 @@ class ChunkStream(io.RawIOBase):
 # ---------------------------------------------------------------------------
 
 def _lgetxattr(path, name):
+    # listxattr first: most files have none, and a failing getxattr costs
+    # an exception each.
     try:
+        if name not in os.listxattr(path, follow_symlinks=False):
+            return None
         return os.getxattr(path, name, follow_symlinks=False)
     except OSError:
         return None
@@ -265,8 +270,21 @@ class _TarAppender(object):
                 return
         uname, gname = self._names(st.st_uid, st.st_gid)
         try:
-            yield encode_header(name, mode, st.st_uid, st.st_gid, size, mtime, typeflag,
-                                linkname, devmajor, devminor, xattrs, uname, gname)
+            header = encode_header(name, mode, st.st_uid, st.st_gid, size, mtime, typeflag,
+                                   linkname, devmajor, devminor, xattrs, uname, gname)
+            if fd is not None and size <= _SMALL:
+                # A small file goes out as one chunk: header, data, padding.
+                data = os.read(fd, size)
+                while len(data) < size:
+                    more = os.read(fd, size - len(data))
+                    if not more:
+                        raise GraphDriverError(
+                            "%s shrank while it was being archived (tar entry %r)"
+                            % (os.fsdecode(path), os.fsdecode(name)))
+                    data += more
+                yield header + data + b"\0" * (-size & (BLOCK - 1))
+                return
+            yield header
             if opaque_wo is not None:
                 yield opaque_wo
             if fd is not None:

@@ -783,7 +783,7 @@ def _octal(width, value):
 
 
 def _ascii(s):
-    return all(c < 0x80 and c != 0 for c in s)
+    return s.isascii() and b"\0" not in s
 
 
 def _split_ustar(name):
