@@ -775,6 +775,10 @@ def _write_all(fd, data):
 _HDR = struct.Struct("100s8s8s8s12s12s8s1s100s6s2s32s32s8s8s155s12x")
 
 
+_O7 = 1 << 21       # largest octal field value + 1 in 8 bytes (7 digits)
+_O11 = 1 << 33      # ... in 12 bytes (11 digits)
+
+
 def _octal(width, value):
     """Go's formatOctal: width-1 zero-padded digits then NUL; None if it won't fit."""
     if value < 0 or value >= 1 << (3 * (width - 1)):
@@ -833,9 +837,20 @@ def encode_header(name, mode, uid, gid, size, mtime, typeflag, linkname=b"",
     str -> bytes written as ``SCHILY.xattr.*`` records. With ``pax_only``
     (Docker's ``Format = FormatPAX`` *and* a record it needs) PAX is forced.
     """
+    tfb = typeflag.encode("latin-1")
+    if (not xattrs and not pax_only and len(name) <= 100 and len(linkname) <= 100
+            and len(uname) <= 32 and len(gname) <= 32
+            and 0 <= mode < _O7 and 0 <= uid < _O7 and 0 <= gid < _O7
+            and 0 <= size < _O11 and 0 <= mtime < _O11
+            and 0 <= devmajor < _O7 and 0 <= devminor < _O7
+            and _ascii(name) and _ascii(linkname) and _ascii(uname) and _ascii(gname)):
+        # Everything fits a plain USTAR header (the usual case).
+        return _finish((name, b"%07o\0" % mode, b"%07o\0" % uid, b"%07o\0" % gid,
+                        b"%011o\0" % size, b"%011o\0" % mtime, b"", tfb, linkname,
+                        b"ustar\0", b"00", uname, gname, b"%07o\0" % devmajor,
+                        b"%07o\0" % devminor, b""))
     if b"\0" in name or b"\0" in linkname:
         raise ArchiveError("tar: NUL in a name", name)
-    tfb = typeflag.encode("latin-1")
     pax = {}
     ustar_ok = not pax_only
     prefix = b""
