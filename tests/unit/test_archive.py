@@ -425,3 +425,17 @@ def test_unreadable_file_is_a_graphdriver_error(tmp_path):
     os.chmod(str(src / "secret"), 0)
     with pytest.raises(GraphDriverError, match="secret"):
         archive.tar_tree(str(src)).read()
+
+
+def test_leftover_journal_is_cleanable(layer):
+    # What a crash in the middle of an apply leaves: a journal directory in
+    # the root. remove_stale_stash() deletes it (the layer itself is then
+    # half applied; Docker's layer store discards such layers).
+    stale = os.path.join(layer, archive.STASH_PREFIX + "0123456789abcdef")
+    os.makedirs(os.path.join(stale, "1"))
+    open(os.path.join(layer, "kept"), "w").close()
+    assert archive.remove_stale_stash(layer) == [os.path.basename(stale)]
+    assert os.listdir(layer) == ["kept"]
+    # A file of the same shape inside a layer tar is just content.
+    archive.apply_layer(layer, build((archive.STASH_PREFIX + "x", "0", {"data": b"c"})))
+    assert sorted(os.listdir(layer)) == sorted(["kept", archive.STASH_PREFIX + "x"])
