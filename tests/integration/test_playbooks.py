@@ -3,6 +3,7 @@ over several local hosts with real backing filesystems, and the demo, which must
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 
@@ -17,9 +18,16 @@ pytestmark = pytest.mark.root
 DEMO_LAB = "/tmp/strata-demo"     # playbooks/demo.yml: demo_lab
 
 
-def test_check_playbook_one_line_per_host():
+@pytest.fixture
+def workdir():
+    path = tempfile.mkdtemp(prefix="strata-check-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_check_playbook_one_line_per_host(workdir):
     with loop_filesystem("xfs", 300) as xfs, loop_filesystem("btrfs", 300) as btrfs:
-        work = tempfile.mkdtemp(prefix="strata-check-")
+        work = workdir
         hosts = {
             "xfs-host": {"root": os.path.join(xfs, "docker"), "conf": {"storage-driver": "overlay2"}},
             "btrfs-host": {"root": os.path.join(btrfs, "docker"), "conf": {}},
