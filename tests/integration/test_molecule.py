@@ -15,7 +15,8 @@ from tests.support.dockerd import available as dockerd_unavailable
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
 MOLECULE = os.path.join(BIN, "molecule")
-LAB_ROOT = "/tmp/strata-mol"      # molecule/default/molecule.yml: lab_root
+# molecule/default/molecule.yml: lab_root; per test run, so that two runs cannot meet.
+LAB_ROOT = "/tmp/strata-mol-%d" % os.getpid()
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -23,7 +24,7 @@ pytestmark = [pytest.mark.root, pytest.mark.slow]
 def molecule(*args):
     env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""),
                ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".build"), NO_COLOR="1", ANSIBLE_NOCOLOR="1",
-               ANSIBLE_FORCE_COLOR="0", PY_COLORS="0")
+               ANSIBLE_FORCE_COLOR="0", PY_COLORS="0", STRATA_MOLECULE_LAB=LAB_ROOT)
     return subprocess.run([MOLECULE] + list(args), cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, universal_newlines=True, timeout=1800, check=False)
 

@@ -15,7 +15,7 @@ from tests.support.playbook import ROOT, run_playbook
 
 pytestmark = pytest.mark.root
 
-DEMO_LAB = "/tmp/strata-demo"     # playbooks/demo.yml: demo_lab
+DEMO_LAB = "/tmp/strata-demo-%d" % os.getpid()     # playbooks/demo.yml: demo_lab, per test run
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def _leftovers():
 @pytest.mark.skipif(dockerd_unavailable() is not None, reason=str(dockerd_unavailable()))
 def test_demo_provisions_chooses_checks_and_tears_down():
     assert not _leftovers(), "a previous demo left %s" % _leftovers()
-    run = run_playbook(os.path.join(ROOT, "playbooks", "demo.yml"))
+    run = run_playbook(os.path.join(ROOT, "playbooks", "demo.yml"), extra_vars={"demo_lab": DEMO_LAB})
     assert run.rc == 0, run
     line = run.by_task("The audit line")[0]["msg"]
     assert line.startswith("localhost: configured=overlay2 running=overlay2 pick=overlay2 backing=xfs")

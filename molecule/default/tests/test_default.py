@@ -2,11 +2,12 @@
 daemon.json, and a running engine that uses the driver Docker picks for that filesystem."""
 
 import json
+import os
 
 
 # testinfra hands over inventory variables untemplated ("{{ lab }}/docker"),
 # so the paths are rebuilt the way molecule.yml defines them.
-LAB_ROOT = "/tmp/strata-mol"
+LAB_ROOT = os.environ.get("STRATA_MOLECULE_LAB") or "/tmp/strata-mol"
 
 
 def hostvars(host):
