@@ -149,12 +149,14 @@ layer_path:
   type: str
   sample: /var/lib/docker/overlay2/0f3c.../merged
 size:
-  description: Size in bytes of the layer's changes against its parent (Docker's C(DiffSize)).
+  description:
+    - Size in bytes of the layer's changes against O(parent) (Docker's C(DiffSize)); the whole layer when no parent is given.
   returned: when the layer exists and not in check mode for a new layer
   type: int
   sample: 16448
 diff_id:
-  description: C(sha256:) digest of the layer's diff tar, Docker's DiffID. V(null) when O(digest=false).
+  description:
+    - C(sha256:) digest of the layer's diff tar against O(parent), Docker's DiffID. V(null) when O(digest=false).
   returned: when the layer exists and not in check mode for a new layer
   type: str
   sample: sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef
