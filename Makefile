@@ -22,9 +22,10 @@ integration: setup
 
 demo: setup
 	$(PY) scripts/demo.py
+	$(VENV)/bin/ansible-playbook -i localhost, -c local -e ansible_python_interpreter=/usr/bin/python3 playbooks/demo.yml
 
 bench: setup
-	$(PY) bench/apply.py && $(PY) bench/changes.py
+	$(PY) bench/apply.py && $(PY) bench/changes.py && $(PY) bench/drivers.py && $(PY) bench/store.py
 
 clean:
 	rm -rf .build .pytest_cache

@@ -51,3 +51,23 @@ def test_prior_state_written_by_our_driver(data_root):
     # unless the configuration names one
     report = selection.driver_report(data_root, engine_version="24.0", configured="overlay2")
     assert (report["pick"], report["error"]) == ("overlay2", None)
+
+
+def test_zfs_fuse_is_not_offered_as_dockers_pick(tmp_path):
+    """Our zfs driver runs on zfs-fuse, but dockerd needs /dev/zfs: on a
+    zfs-fuse dataset the report must not pick zfs, and must say why."""
+    try:
+        backend = BACKENDS["zfs"](tmp_path)
+        home, _ = backend.__enter__()
+    except Unavailable as e:
+        pytest.skip("zfs-fuse backend unavailable: %s" % e)
+    try:
+        if os.path.exists("/dev/zfs"):
+            pytest.skip("kernel ZFS is present: dockerd can run zfs here")
+        new("zfs", home).cleanup()  # the library itself can use it
+        report = selection.driver_report(os.path.dirname(home), engine_version="20.10.24")
+        assert report["drivers"]["zfs"]["supported"] is False
+        assert "/dev/zfs" in report["drivers"]["zfs"]["reason"]
+        assert report["pick"] != "zfs"
+    finally:
+        backend.__exit__(None, None, None)

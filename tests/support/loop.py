@@ -43,21 +43,27 @@ def loop_device(size_mb=256, directory=None):
 
 @contextlib.contextmanager
 def mounted(dev, fstype, target=None, options=None):
+    made = target is None
     target = target or tempfile.mkdtemp(prefix="strata-mnt-")
-    made = not os.listdir(target)
     argv = ["mount", "-t", fstype.split("-")[0]]
     if options:
         argv += ["-o", options]
-    sh(*(argv + [dev, target]))
+    try:
+        sh(*(argv + [dev, target]))
+    except BaseException:
+        if made:
+            os.rmdir(target)
+        raise
     try:
         yield target
     finally:
         # Lazy unmount of anything a failed test left mounted beneath.
-        for line in reversed(open("/proc/self/mounts").read().splitlines()):
-            mp = line.split()[1]
-            if mp.startswith(target.rstrip("/") + "/"):
-                subprocess.run(["umount", "-l", mp], check=False)
-        subprocess.run(["umount", target], check=False) .returncode and \
+        with open("/proc/self/mounts") as f:
+            below = [line.split()[1] for line in f
+                     if line.split()[1].startswith(target.rstrip("/") + "/")]
+        for mp in reversed(below):
+            subprocess.run(["umount", "-l", mp], check=False)
+        if subprocess.run(["umount", target], check=False).returncode != 0:
             subprocess.run(["umount", "-l", target], check=False)
         if made:
             shutil.rmtree(target, ignore_errors=True)

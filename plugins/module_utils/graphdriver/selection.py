@@ -69,6 +69,19 @@ def prior_drivers(data_root, order):
             if name != VFS and _non_empty_dir(os.path.join(data_root, name))]
 
 
+def _engine_problem(drv):
+    """Why Docker Engine would refuse a driver that works for this library.
+
+    The answers here are about what dockerd will run, so a driver that only
+    we can use must not be offered as Docker's pick.
+    """
+    # moby's zfs driver opens /dev/zfs, which only kernel ZFS provides
+    if drv.name == "zfs" and getattr(drv, "implementation", None) != "kernel":
+        return ("zfs through zfs-fuse works with this library, but Docker Engine"
+                " needs kernel ZFS (/dev/zfs is missing)")
+    return None
+
+
 def _try_driver(name, home, options=None):
     """Initialise ``name`` at ``home`` and undo it: (supported, reason, fatal).
 
@@ -85,7 +98,8 @@ def _try_driver(name, home, options=None):
     drv = None
     try:
         drv = new(name, home, options)
-        return True, "", False
+        problem = _engine_problem(drv)
+        return problem is None, problem or "", False
     except NotSupported as e:
         return False, e.reason, False
     except GraphDriverError as e:
