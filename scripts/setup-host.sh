@@ -9,6 +9,8 @@ APT_PACKAGES=(
   python3 python3-venv python3-pip git make tar util-linux kmod attr e2fsprogs
   xfsprogs btrfs-progs zfs-fuse fuse3 fuse-overlayfs lvm2 thin-provisioning-tools
   docker.io busybox-static
+  # devicemapper tests: a qemu VM (-accel tcg) booting Debian's kernel (it has 9p)
+  qemu-system-x86 linux-image-amd64
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

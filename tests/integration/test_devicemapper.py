@@ -1,0 +1,322 @@
+"""devicemapper: NotSupported where the kernel has no device-mapper (this
+host), and the real thing inside a qemu VM booted with Debian's kernel.
+
+``test_in_qemu_vm`` boots one VM (tests/support/qemu_vm.py) that runs, on
+the repository shared from the host, the conformance suite for devicemapper
+and every ``test_dm_*`` test of this file. Those run only where device-mapper
+thin pools exist (so here they skip, saying so, and the VM runs them).
+"""
+
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import (
+    NotSupported, QuotaError, new)
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import (
+    devicemapper as dm)
+from tests.support import backend_devicemapper
+from tests.support.qemu_vm import VM, VMUnavailable
+
+from . import graphtest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+IN_VM = os.environ.get("STRATA_IN_VM") == "1"
+REASON = backend_devicemapper.unavailable_reason()
+needs_dm = pytest.mark.skipif(
+    REASON is not None,
+    reason="no device-mapper here (%s); test_in_qemu_vm runs this in a VM" % REASON)
+
+MiB = 1 << 20
+DEVINFO_KEYS = ["device_id", "size", "transaction_id", "initialized", "deleted"]
+
+
+# --- on this host ---------------------------------------------------------
+
+def test_not_supported_without_device_mapper(tmp_path):
+    if REASON is None:
+        pytest.skip("this kernel has device-mapper thin pools")
+    home = tmp_path / "devicemapper"
+    with pytest.raises(NotSupported) as e:
+        new("devicemapper", str(home), {})
+    assert "device-mapper" in e.value.reason
+    # refused before touching anything
+    assert not home.exists()
+
+
+def test_in_qemu_vm():
+    """The conformance suite and the test_dm_* tests, in a VM."""
+    if IN_VM:
+        pytest.skip("already inside the VM")
+    try:
+        vm = VM()
+    except VMUnavailable as e:
+        pytest.skip("cannot boot a VM for devicemapper: %s" % e)
+    command = (
+        "modprobe -a loop dm_thin_pool xfs ext4 && "
+        "STRATA_IN_VM=1 PYTHONPATH=%s/.build %s/.venv/bin/python -m pytest -p no:cacheprovider "
+        "-q -rs tests/integration/test_conformance.py -k devicemapper "
+        "tests/integration/test_devicemapper.py" % (ROOT, ROOT))
+    with vm:
+        result = vm.run(command, cwd=ROOT, timeout=900)
+    out = result.stdout + result.stderr
+    print("VM run: %.1fs under TCG\n%s" % (result.seconds, out))
+    assert result.rc == 0, out[-6000:] + "\nconsole:\n" + result.console[-3000:]
+    summary = out.strip().splitlines()[-1]
+    passed = int(re.search(r"(\d+) passed", summary).group(1))
+    # 6 conformance tests (set_quota skips: below xfs base size) + test_dm_*
+    dm_tests = sum(1 for name in globals() if name.startswith("test_dm_"))
+    assert passed >= 6 + dm_tests, summary
+    assert "failed" not in summary and "error" not in summary, summary
+
+
+# --- where device-mapper exists (inside the VM) -----------------------------
+
+@pytest.fixture
+def home(tmp_path):
+    path = str(tmp_path / "devicemapper")
+    try:
+        yield path
+    finally:
+        backend_devicemapper.teardown(path)
+
+
+def start(home, **extra):
+    options = dict(backend_devicemapper.OPTIONS)
+    options.update(extra)
+    return new("devicemapper", home, options)
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def dmsetup(*args):
+    return subprocess.run(["dmsetup"] + list(args), check=True, stdout=subprocess.PIPE,
+                          universal_newlines=True).stdout
+
+
+def pool_can_create_thin(drv, device_id):
+    """True if the pool has no thin device ``device_id`` (made and deleted)."""
+    try:
+        dmsetup("message", drv.pool_name, "0", "create_thin %d" % device_id)
+    except subprocess.CalledProcessError:
+        return False
+    dmsetup("message", drv.pool_name, "0", "delete %d" % device_id)
+    return True
+
+
+@needs_dm
+def test_dm_metadata_files_as_docker(home):
+    drv = start(home)
+    try:
+        drv.create("l1")
+        drv.create("l2", "l1")
+        meta = os.path.join(home, "metadata")
+        assert sorted(os.listdir(meta)) == ["base", "deviceset-metadata", "l1", "l2",
+                                            "transaction-metadata"]
+        infos = {n: read_json(os.path.join(meta, n)) for n in ("base", "l1", "l2")}
+        for info in infos.values():
+            assert list(info) == DEVINFO_KEYS
+            assert 0 < info["device_id"] <= 0xffffff
+            assert info["deleted"] is False
+        assert infos["base"]["initialized"] is True
+        assert len({i["device_id"] for i in infos.values()}) == 3
+        tx = [infos[n]["transaction_id"] for n in ("base", "l1", "l2")]
+        assert tx == sorted(tx) and len(set(tx)) == 3
+        # the pool's own transaction id is the last one closed
+        assert drv.pool_status()[0] == tx[-1]
+        assert read_json(os.path.join(meta, "transaction-metadata")) == {
+            "open_transaction_id": tx[-1], "device_hash": "l2",
+            "device_id": infos["l2"]["device_id"]}
+        dsm = read_json(os.path.join(meta, "deviceset-metadata"))
+        assert dsm["BaseDeviceFilesystem"] == "xfs"
+        assert dsm["next_device_id"] == infos["l2"]["device_id"]
+        assert re.match(r"^[0-9a-f-]{36}$", dsm["BaseDeviceUUID"])
+        for name in os.listdir(meta):
+            assert os.stat(os.path.join(meta, name)).st_mode & 0o777 == 0o600
+    finally:
+        drv.cleanup()
+
+
+@needs_dm
+def test_dm_device_names_and_mount(home):
+    drv = start(home)
+    try:
+        drv.create("layer")
+        st = os.stat(home)
+        prefix = "docker-%d:%d-%d" % (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+        assert drv.pool_name == prefix + "-pool"
+        root = drv.get("layer")
+        assert root == os.path.join(home, "mnt", "layer", "rootfs")
+        names = dmsetup("ls").split()
+        assert prefix + "-layer" in names and prefix + "-pool" in names
+        with open(os.path.join(home, "mnt", "layer", "id")) as f:
+            assert f.read() == "layer"
+        assert drv.get("layer") == root           # counted twice
+        drv.put("layer")
+        assert os.path.ismount(os.path.dirname(root))
+        drv.put("layer")
+        assert not os.path.ismount(os.path.dirname(root))
+        assert prefix + "-layer" not in dmsetup("ls").split()   # deactivated
+        assert drv.metadata("layer")["DeviceName"] == prefix + "-layer"
+    finally:
+        drv.cleanup()
+
+
+@needs_dm
+def test_dm_loop_files_are_sparse(home):
+    drv = start(home)
+    try:
+        for name, size in (("data", 2 << 30), ("metadata", 64 * MiB)):
+            st = os.stat(os.path.join(home, "devicemapper", name))
+            assert st.st_size == size
+            assert st.st_blocks * 512 < st.st_size // 4, name
+        status = dict(drv.status())
+        assert status["Data loop file"] == os.path.join(home, "devicemapper", "data")
+        assert status["Data file"].startswith("/dev/loop")
+        assert status["Backing Filesystem"] == "xfs"
+        assert status["Pool Blocksize"] == "65.54kB"
+        assert status["Base Device Size"] == "335.5MB"
+    finally:
+        drv.cleanup()
+    # the pool is gone and autoclear freed its loop devices
+    assert drv.pool_name not in dmsetup("ls")
+    assert os.path.join(home, "devicemapper") not in subprocess.run(
+        ["losetup", "-a"], stdout=subprocess.PIPE, universal_newlines=True).stdout
+
+
+@needs_dm
+def test_dm_rollback_crash_before_metadata(home):
+    drv = start(home)
+    base = read_json(os.path.join(home, "metadata", "base"))
+    tx = drv.pool_status()[0]
+    new_id = base["device_id"] + 1
+    # What Docker would have done before dying: transaction opened and saved,
+    # snapshot made in the pool; no metadata/<hash>, no set_transaction_id.
+    with open(os.path.join(home, "metadata", "transaction-metadata"), "w") as f:
+        json.dump({"open_transaction_id": tx + 1, "device_hash": "crashed",
+                   "device_id": new_id}, f)
+    dmsetup("message", drv.pool_name, "0", "create_snap %d %d" % (new_id, base["device_id"]))
+    assert not pool_can_create_thin(drv, new_id)
+    drv = start(home)       # the next start rolls back
+    try:
+        assert pool_can_create_thin(drv, new_id)
+        assert not drv.exists("crashed")
+        assert drv.pool_status()[0] == tx
+        drv.create("after")
+        assert read_json(os.path.join(home, "metadata", "after"))["transaction_id"] == tx + 1
+    finally:
+        drv.cleanup()
+
+
+@needs_dm
+def test_dm_rollback_crash_before_set_transaction_id(home, monkeypatch):
+    drv = start(home)
+    tx = drv.pool_status()[0]
+
+    class Crash(BaseException):
+        pass
+
+    def crash():
+        raise Crash()
+    monkeypatch.setattr(drv, "_close_transaction", crash)
+    with pytest.raises(Crash):
+        drv.create("crashed")
+    device_id = read_json(os.path.join(home, "metadata", "crashed"))["device_id"]
+    monkeypatch.undo()
+    drv = start(home)
+    try:
+        assert not os.path.exists(os.path.join(home, "metadata", "crashed"))
+        assert not drv.exists("crashed")
+        assert pool_can_create_thin(drv, device_id)
+        assert drv.pool_status()[0] == tx
+    finally:
+        drv.cleanup()
+
+
+@needs_dm
+def test_dm_remove_frees_thin_device(home):
+    drv = start(home)
+    try:
+        drv.create("layer")
+        device_id = drv.lookup("layer").device_id
+        root = drv.get("layer")
+        graphtest.write_random_file(os.path.join(root, "blob"), 8 * MiB)
+        drv.put("layer")
+        used = drv.pool_status()[3]
+        drv.remove("layer")
+        assert not drv.exists("layer")
+        assert not os.path.exists(os.path.join(home, "metadata", "layer"))
+        assert not os.path.exists(os.path.join(home, "mnt", "layer"))
+        assert drv.pool_status()[3] < used
+        assert pool_can_create_thin(drv, device_id)
+        drv.remove("layer")      # idempotent
+    finally:
+        drv.cleanup()
+
+
+@needs_dm
+def test_dm_size_is_base_size(home):
+    drv = start(home)
+    try:
+        drv.create("layer")
+        assert drv.lookup("layer").size == 320 * MiB
+        assert drv.metadata("layer")["DeviceSize"] == str(320 * MiB)
+        st = os.statvfs(drv.get("layer"))
+        # xfs counts its internal log (64M at this size) out of f_blocks
+        assert 0.7 * 320 * MiB < st.f_blocks * st.f_frsize <= 320 * MiB
+        drv.put("layer")
+        with pytest.raises(QuotaError):
+            drv.create_read_write("small", "layer", {"size": "100M"})
+        assert not drv.exists("small")
+    finally:
+        drv.cleanup()
+
+
+@needs_dm
+def test_dm_ext4_size_opt_grows_and_is_enforced(home):
+    drv = start(home, **{"dm.fs": "ext4", "dm.basesize": "32M"})
+    try:
+        graphtest.driver_test_set_quota(drv, required=True)
+        drv.create_read_write("big", None, {"size": "96M"})
+        st = os.statvfs(drv.get("big"))
+        assert st.f_blocks * st.f_frsize > 64 * MiB
+        drv.put("big")
+        assert read_json(os.path.join(home, "metadata", "deviceset-metadata"))[
+            "BaseDeviceFilesystem"] == "ext4"
+    finally:
+        drv.cleanup()
+
+
+@needs_dm
+def test_dm_restart_keeps_layers(home):
+    drv = start(home)
+    try:
+        drv.create("l1")
+        root = drv.get("l1")
+        with open(os.path.join(root, "hello"), "w") as f:
+            f.write("world")
+        drv.put("l1")
+        tx = drv.pool_status()[0]
+    finally:
+        drv.cleanup()
+    drv = start(home)
+    try:
+        assert drv.pool_status()[0] == tx
+        drv.create("l2", "l1")
+        with open(os.path.join(drv.get("l2"), "hello")) as f:
+            assert f.read() == "world"
+        drv.put("l2")
+    finally:
+        drv.cleanup()
+
+
+@needs_dm
+def test_dm_unknown_option(home):
+    with pytest.raises(dm.GraphDriverError, match="Unknown option dm.nosuch"):
+        start(home, **{"dm.nosuch": "1"})
