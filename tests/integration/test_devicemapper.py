@@ -320,3 +320,60 @@ def test_dm_restart_keeps_layers(home):
 def test_dm_unknown_option(home):
     with pytest.raises(dm.GraphDriverError, match="Unknown option dm.nosuch"):
         start(home, **{"dm.nosuch": "1"})
+
+
+LVM_CONFIG = ("activation{udev_sync=0 udev_rules=0} devices{obtain_device_list_from_udev=0} "
+              "backup{backup=0 archive=0}")
+
+
+def lvm(*args):
+    return subprocess.run(["lvm", args[0], "--config", LVM_CONFIG] + list(args[1:]),
+                          check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True).stdout
+
+
+@needs_dm
+def test_dm_direct_lvm_thinpooldev(tmp_path, home):
+    """direct-lvm: an LVM thin pool given as dm.thinpooldev; the driver keeps
+    no loop files and leaves the pool in place on cleanup."""
+    if not os.path.exists("/usr/sbin/lvm") and not os.path.exists("/sbin/lvm"):
+        pytest.skip("lvm2 is not installed")
+    disk = str(tmp_path / "disk")
+    with open(disk, "wb") as f:
+        f.truncate(640 * MiB)
+    loop = subprocess.run(["losetup", "-f", "--show", disk], check=True,
+                          stdout=subprocess.PIPE, universal_newlines=True).stdout.strip()
+    vg = "stratadm%d" % os.getpid()
+    try:
+        lvm("pvcreate", "-q", loop)
+        lvm("vgcreate", "-q", vg, loop)
+        lvm("lvcreate", "-q", "--type", "thin-pool", "-L", "480M", "-n", "thinpool", vg)
+        pool = "/dev/mapper/%s-thinpool" % vg
+        drv = new("devicemapper", home, {"dm.thinpooldev": pool, "dm.basesize": "320M"})
+        try:
+            assert drv.pool_name == "%s-thinpool" % vg
+            drv.create("l1")
+            with open(os.path.join(drv.get("l1"), "f"), "w") as f:
+                f.write("direct")
+            drv.put("l1")
+            drv.create("l2", "l1")
+            with open(os.path.join(drv.get("l2"), "f")) as f:
+                assert f.read() == "direct"
+            drv.put("l2")
+            assert not os.path.exists(os.path.join(home, "devicemapper"))
+            status = dict(drv.status())
+            assert status["Pool Name"] == "%s-thinpool" % vg
+            assert "Data loop file" not in status
+            tx = drv.pool_status()[0]
+            assert read_json(os.path.join(home, "metadata", "l2"))["transaction_id"] == tx
+        finally:
+            drv.cleanup()
+        assert "%s-thinpool" % vg in dmsetup("ls")      # the user's pool stays
+    finally:
+        backend_devicemapper.teardown(home)
+        subprocess.run(["dmsetup", "remove", "--retry", "%s-thinpool" % vg],
+                       stderr=subprocess.DEVNULL)
+        for name in dmsetup("ls").split():
+            if name.startswith(vg + "-"):
+                subprocess.run(["dmsetup", "remove", name], stderr=subprocess.DEVNULL)
+        subprocess.run(["losetup", "-d", loop])
