@@ -58,7 +58,7 @@ def test_in_qemu_vm():
     command = (
         "modprobe -a loop dm_thin_pool xfs ext4 && "
         "STRATA_IN_VM=1 PYTHONPATH=%s/.build %s/.venv/bin/python -m pytest -p no:cacheprovider "
-        "-q -rs tests/integration/test_conformance.py -k devicemapper "
+        "-q -rs --durations=25 tests/integration/test_conformance.py -k devicemapper "
         "tests/integration/test_devicemapper.py" % (ROOT, ROOT))
     with vm:
         result = vm.run(command, cwd=ROOT, timeout=900)
