@@ -101,7 +101,7 @@ def attach_loop(path):
     detach it when the pool goes away) and its name."""
     ctl = os.open("/dev/loop-control", os.O_RDWR)
     try:
-        for _ in range(16):
+        for attempt in range(16):   # pylint: disable=unused-variable
             index = fcntl.ioctl(ctl, LOOP_CTL_GET_FREE)
             name = "/dev/loop%d" % index
             loop_fd = os.open(name, os.O_RDWR)
@@ -216,9 +216,12 @@ class DeviceMapperDriver(NaiveDiffDriver):
                     raise GraphDriverError("devmapper: invalid dm.blocksize %s" % value)
                 self.thin_block_size = size // SECTOR
             elif key == "dm.min_free_space":
-                percent = int(str(value).rstrip("%"))
+                try:
+                    percent = int(str(value).rstrip("%"))
+                except ValueError:
+                    percent = -1
                 if not 0 <= percent < 100:
-                    raise GraphDriverError("devmapper: Invalid value %v for option "
+                    raise GraphDriverError("devmapper: Invalid value %s for option "
                                            "dm.min_free_space" % value)
                 self.min_free_space_percent = percent
             elif key in ("dm.use_deferred_removal", "dm.use_deferred_deletion"):
@@ -389,7 +392,7 @@ class DeviceMapperDriver(NaiveDiffDriver):
         return not self._id_map[device_id // 8] & (1 << (device_id % 8))
 
     def _next_free_device_id(self):
-        for _ in range(MAX_DEVICE_ID + 1):
+        for tried in range(MAX_DEVICE_ID + 1):   # pylint: disable=unused-variable
             self.next_device_id = (self.next_device_id + 1) & MAX_DEVICE_ID
             if self._is_free(self.next_device_id):
                 self._mark_used(self.next_device_id)
