@@ -98,6 +98,10 @@ class ChunkStream(io.RawIOBase):
     consumer that needs one (a subprocess's stdin) copies from ``read()``.
     """
 
+    # ``if self.closed`` carries a pylint disable: ``closed`` is io.IOBase's
+    # flag, a C getset descriptor that astroid models as a class, so pylint
+    # takes it for a constant (using-constant-test); at run time it is a bool.
+
     def __init__(self, chunks, on_close=None):
         super().__init__()
         self._gen = chunks
@@ -121,7 +125,7 @@ class ChunkStream(io.RawIOBase):
         return True
 
     def readinto(self, b):
-        if self.closed:
+        if self.closed:  # pylint: disable=using-constant-test
             raise ValueError("read from a closed layer stream")
         view = memoryview(b).cast("B")
         n = 0
@@ -133,7 +137,7 @@ class ChunkStream(io.RawIOBase):
         return n
 
     def read(self, size=-1):
-        if self.closed:
+        if self.closed:  # pylint: disable=using-constant-test
             raise ValueError("read from a closed layer stream")
         if size is None or size < 0:
             return self.readall()
@@ -143,7 +147,7 @@ class ChunkStream(io.RawIOBase):
         return bytes(buf)
 
     def readall(self):
-        if self.closed:
+        if self.closed:  # pylint: disable=using-constant-test
             raise ValueError("read from a closed layer stream")
         parts = []
         while self._next():
@@ -152,7 +156,7 @@ class ChunkStream(io.RawIOBase):
         return b"".join(parts)
 
     def close(self):
-        if self.closed:
+        if self.closed:  # pylint: disable=using-constant-test
             return
         try:
             self._gen.close()
@@ -253,7 +257,7 @@ class _TarAppender(object):
         if whiteout:
             # overlayWhiteoutConverter.ConvertWrite: a 0/0 char device is
             # the whiteout .wh.<name>, an empty 0600 regular file.
-            d, _, b = name.rpartition(b"/")
+            d, sep, b = name.rpartition(b"/")
             name = (d + b"/" if d else b"") + _WH + b
             typeflag, mode, size, devmajor, devminor = REG, 0o600, 0, 0, 0
         elif self.overlay and isdir:
@@ -404,7 +408,7 @@ def _changes_chunks(root, changes, lookup_names):
     for change in items:
         p = _fs(change.path)
         if change.kind == "D":
-            d, _, base = p.rpartition(b"/")
+            d, sep, base = p.rpartition(b"/")
             name = (d + b"/" + _WH + base).lstrip(b"/")
             # Go rounds a header of unset format to the nearest second.
             now = int(time.time() + 0.5)
@@ -574,7 +578,7 @@ class _Applier(object):
         fd = self.dirs.get(rel)
         if fd is not None:
             return fd
-        parent, _, base = rel.rpartition(b"/")
+        parent, sep, base = rel.rpartition(b"/")
         pfd = self._dir_fd(parent, create)
         try:
             fd = os.open(base, _O_DIR, dir_fd=pfd)
@@ -744,7 +748,7 @@ class _Applier(object):
         if (not name or name[:1] in (b".", b"/") or b"/." in name or b"//" in name
                 or name[-1:] == b"/"):
             return False
-        parent, _, base = name.rpartition(b"/")
+        parent, sep, base = name.rpartition(b"/")
         pfd = self.dirs.get(parent)
         new = self.new
         if pfd is None or (parent not in new and parent not in self.saved_times):
@@ -791,7 +795,7 @@ class _Applier(object):
                 or name[:1] in (b".", b"/") or b"/." in name or b"//" in name
                 or name[-1:] == b"/"):
             return False
-        parent, _, base = name.rpartition(b"/")
+        parent, sep, base = name.rpartition(b"/")
         pfd = self.dirs.get(parent)
         new = self.new
         if pfd is None or (parent not in new and parent not in self.saved_times):
@@ -833,7 +837,7 @@ class _Applier(object):
             # Only between entries: callers hold descriptors within one.
             self._drop_dirs()
         rel = self._normalize(e)
-        parent, _, base = rel.rpartition(b"/")
+        parent, sep, base = rel.rpartition(b"/")
 
         if rel.startswith(_WH_META) and not self.literal:
             # aufs metadata (.wh..wh.plnk, .wh..wh.aufs) is skipped; files in
@@ -1007,7 +1011,7 @@ class _Applier(object):
         if target.startswith(self.stash_name):
             raise BreakoutError("%s: hardlink %r names the apply journal"
                                 % (self._who(), os.fsdecode(rel)), os.fsdecode(e.name))
-        tparent, _, tbase = target.rpartition(b"/")
+        tparent, sep, tbase = target.rpartition(b"/")
         try:
             tpfd = self._dir_fd(tparent)
             tst = os.stat(tbase, dir_fd=tpfd, follow_symlinks=False)
@@ -1086,7 +1090,7 @@ class _Applier(object):
         pfd = self._dir_fd(parent)
         if self.overlay:
             if parent:
-                gp, _, b = parent.rpartition(b"/")
+                gp, sep, b = parent.rpartition(b"/")
                 self._note_meta(parent, self._dir_fd(gp), b)
             else:
                 self.saved_meta.add(b"")
@@ -1146,7 +1150,7 @@ class _Applier(object):
             if not rel:
                 self.root_times = (atime, _clamp(e.mtime_ns))
                 continue
-            parent, _, base = rel.rpartition(b"/")
+            parent, sep, base = rel.rpartition(b"/")
             try:
                 pfd = self._dir_fd(parent)
                 os.utime(base, ns=(atime, _clamp(e.mtime_ns)), dir_fd=pfd,
@@ -1200,7 +1204,7 @@ class _Applier(object):
             _remove_path(stash)
         except (OSError, GraphDriverError) as e:
             errors.append("%s: %s" % (os.fsdecode(stash), e))
-        for _, rel, atime, mtime in times:
+        for kind, rel, atime, mtime in times:
             try:
                 os.utime(root + b"/" + rel, ns=(atime, mtime), follow_symlinks=False)
             except (OSError, GraphDriverError) as e:
