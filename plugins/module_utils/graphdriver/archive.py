@@ -17,10 +17,11 @@ the layer mounted until its stream is closed").
 Apply is all or nothing. Docker relies on a chroot to contain a hostile tar
 and leaves a half-applied layer on error; here every path is resolved from
 an open descriptor of the layer root, one component at a time with
-``O_NOFOLLOW``, so nothing can be written through a symlink: an entry, hard
-link target or whiteout whose parent path holds a symlink is refused with
-BreakoutError (stricter than Docker, whose chroot would follow a symlink
-that stays inside the root; layers Docker itself produces never need that).
+``O_NOFOLLOW``, so the kernel never follows a symlink for us. Docker's
+chroot does follow one in an entry's parent path (a usrmerge base has
+``bin -> usr/bin``, and a layer may then carry ``bin/foo``); so do we, by
+reading the link ourselves, when it is relative and stays inside the root.
+An absolute or escaping one there is refused with BreakoutError.
 Every change is journaled so that any failure puts the layer back as it was:
 
 * paths the layer creates are recorded and removed on failure;
@@ -88,6 +89,11 @@ def _fs(path):
 # ---------------------------------------------------------------------------
 # Streams
 # ---------------------------------------------------------------------------
+
+
+# Symlinks followed in one entry's parent path, as the kernel's MAXSYMLINKS:
+# a loop ends in BreakoutError instead of a hang.
+MAX_SYMLINK_HOPS = 40
 
 class ChunkStream(io.RawIOBase):
     """A readable binary file object over a generator of bytes chunks.
@@ -734,10 +740,52 @@ class _Applier(object):
                                 % (self._who(), os.fsdecode(entry.name)), os.fsdecode(entry.name))
         if name == b".":
             return b""
+        parent, sep, base = name.rpartition(b"/")
+        if parent:
+            parent = self._resolve_parent(parent, entry.name)
+            name = parent + b"/" + base if parent else base
         if name.startswith(self.stash_name):
             raise BreakoutError("%s: %r names the apply journal"
                                 % (self._who(), os.fsdecode(entry.name)), os.fsdecode(entry.name))
         return name
+
+    def _resolve_parent(self, rel, entry_name):
+        """``rel`` with its symlinks resolved inside the root, as Docker's
+        chroot would; refuses absolute and escaping ones (see module doc).
+
+        Every component is lstat'ed below a prefix already known to hold
+        no symlink, so no path handed to the kernel contains one.
+        """
+        out, parts, hops = [], rel.split(b"/"), 0
+        while parts:
+            part = parts.pop(0)
+            if part in (b"", b"."):
+                continue
+            if part == b"..":
+                if not out:
+                    raise BreakoutError("%s: %r resolves outside the layer root"
+                                        % (self._who(), os.fsdecode(entry_name)),
+                                        os.fsdecode(entry_name))
+                out.pop()
+                continue
+            out.append(part)
+            path = self.root + b"/" + b"/".join(out)
+            try:
+                st = os.lstat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                continue    # created (or refused) by the entry's own apply
+            if not stat.S_ISLNK(st.st_mode):
+                continue
+            target = os.readlink(path)
+            hops += 1
+            if target.startswith(b"/") or hops > MAX_SYMLINK_HOPS:
+                raise BreakoutError(
+                    "%s: %r is a symlink to %r: refusing to write through it"
+                    % (self._who(), os.fsdecode(b"/".join(out)), os.fsdecode(target)),
+                    os.fsdecode(entry_name))
+            out.pop()
+            parts = target.split(b"/") + parts
+        return b"/".join(out)
 
     def _plain_file(self, reader, plain):
         """Like _fast_regular, straight from the reader's buffer, with no
@@ -1008,10 +1056,13 @@ class _Applier(object):
         if target.startswith(_WH_PLNK + b"/"):
             self._plnk_link(rel, parent, pfd, base, e, target)
             return
+        tparent, sep, tbase = target.rpartition(b"/")
+        if tparent:
+            tparent = self._resolve_parent(tparent, e.name)
+            target = tparent + b"/" + tbase if tparent else tbase
         if target.startswith(self.stash_name):
             raise BreakoutError("%s: hardlink %r names the apply journal"
                                 % (self._who(), os.fsdecode(rel)), os.fsdecode(e.name))
-        tparent, sep, tbase = target.rpartition(b"/")
         try:
             tpfd = self._dir_fd(tparent)
             tst = os.stat(tbase, dir_fd=tpfd, follow_symlinks=False)
