@@ -64,6 +64,10 @@ OVERLAY = "overlay"
 # reads them on disk). apply_layer only; the strata fuse-overlayfs driver.
 LITERAL = "literal"
 
+# Symlinks followed in one entry's parent path, as the kernel's MAXSYMLINKS:
+# a loop ends in BreakoutError instead of a hang.
+MAX_SYMLINK_HOPS = 40
+
 _WH = WHITEOUT_PREFIX.encode()
 _WH_META = WHITEOUT_META_PREFIX.encode()
 _WH_OPQ = WHITEOUT_OPAQUE.encode()
@@ -90,10 +94,6 @@ def _fs(path):
 # Streams
 # ---------------------------------------------------------------------------
 
-
-# Symlinks followed in one entry's parent path, as the kernel's MAXSYMLINKS:
-# a loop ends in BreakoutError instead of a hang.
-MAX_SYMLINK_HOPS = 40
 
 class ChunkStream(io.RawIOBase):
     """A readable binary file object over a generator of bytes chunks.
