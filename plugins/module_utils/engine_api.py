@@ -15,9 +15,9 @@ __metaclass__ = type
 import http.client
 import json
 import re
-import socket
 
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.command import Command
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.engine import UnixHTTPConnection
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
@@ -29,22 +29,6 @@ CONTAINERD_STORE_DEFAULT_SINCE = (29, 0)
 
 class EngineAPIError(GraphDriverError):
     pass
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout):
-        http.client.HTTPConnection.__init__(self, "localhost", timeout=timeout)
-        self._socket_path = path
-
-    def connect(self):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self._socket_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
 
 
 def socket_path(docker_host):
@@ -65,7 +49,7 @@ class Engine(object):
 
     def get(self, endpoint):
         """GET ``endpoint`` and decode its JSON; EngineAPIError when unreachable."""
-        conn = _UnixHTTPConnection(self.path, self.timeout)
+        conn = UnixHTTPConnection(self.path, self.timeout)
         try:
             conn.request("GET", endpoint, headers={"Host": "docker"})
             resp = conn.getresponse()

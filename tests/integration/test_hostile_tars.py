@@ -169,9 +169,45 @@ def test_symlink_then_file_under_it(world):
                   "evil/pwned", BreakoutError)
 
 
-def test_inner_symlink_then_file_under_it(world):
-    check_refused(world, [member("alias", "2", linkname="dir"), member("alias/x", data=b"!")],
-                  "alias/x", BreakoutError)
+def test_inner_symlink_then_file_under_it_lands_where_docker_puts_it(world):
+    # Docker's chroot follows a relative symlink that stays inside the root.
+    layer, outside = world
+    before = snapshot(outside)
+    data = member("alias", "2", linkname="dir") + member("alias/x", data=b"in") + \
+        member("alias/sub", "5", mode=0o755) + END_OF_ARCHIVE
+    archive.apply_layer(layer, io.BytesIO(data))
+    assert open(os.path.join(layer, "dir", "x"), "rb").read() == b"in"
+    assert os.path.isdir(os.path.join(layer, "dir", "sub"))
+    assert os.readlink(os.path.join(layer, "alias")) == "dir"
+    assert snapshot(outside) == before
+
+
+def test_usrmerge_bin_symlink_is_followed(world):
+    # A usrmerge base (bin -> usr/bin) and a layer that says bin/tool.
+    layer, outside = world
+    os.makedirs(os.path.join(layer, "usr", "bin"))
+    os.symlink("usr/bin", os.path.join(layer, "bin"))
+    data = member("bin/tool", data=b"#!/bin/sh\n", mode=0o755) + \
+        member("bin/tool2", "1", linkname="bin/tool") + END_OF_ARCHIVE
+    archive.apply_layer(layer, io.BytesIO(data))
+    tool = os.path.join(layer, "usr", "bin", "tool")
+    assert open(tool, "rb").read() == b"#!/bin/sh\n"
+    assert os.stat(tool).st_ino == os.stat(os.path.join(layer, "usr", "bin", "tool2")).st_ino
+    assert os.path.islink(os.path.join(layer, "bin"))
+
+
+def test_inner_symlink_climbing_out_is_refused(world):
+    # Each link is legal alone (up2's target is "d1" lexically), but followed
+    # physically d1/up/.. is the root's parent.
+    check_refused(world, [member("d1", "5", mode=0o755),
+                          member("d1/up", "2", linkname=".."),
+                          member("up2", "2", linkname="d1/up/.."),
+                          member("up2/pwned", data=b"!")], "up2/pwned", BreakoutError)
+
+
+def test_symlink_loop_is_refused(world):
+    check_refused(world, [member("a", "2", linkname="b"), member("b", "2", linkname="a"),
+                          member("a/x", data=b"!")], "a/x", BreakoutError)
 
 
 def test_symlink_then_directory_under_it(world):

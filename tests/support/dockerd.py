@@ -66,7 +66,7 @@ class Dockerd(object):
         return proc.stdout.decode(errors="replace")
 
     def api(self, method, path, timeout=30):
-        conn = engine._UnixHTTPConnection(self.socket, timeout)
+        conn = engine.UnixHTTPConnection(self.socket, timeout)
         try:
             conn.request(method, path)
             resp = conn.getresponse()

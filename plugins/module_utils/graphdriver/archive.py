@@ -17,10 +17,11 @@ the layer mounted until its stream is closed").
 Apply is all or nothing. Docker relies on a chroot to contain a hostile tar
 and leaves a half-applied layer on error; here every path is resolved from
 an open descriptor of the layer root, one component at a time with
-``O_NOFOLLOW``, so nothing can be written through a symlink: an entry, hard
-link target or whiteout whose parent path holds a symlink is refused with
-BreakoutError (stricter than Docker, whose chroot would follow a symlink
-that stays inside the root; layers Docker itself produces never need that).
+``O_NOFOLLOW``, so the kernel never follows a symlink for us. Docker's
+chroot does follow one in an entry's parent path (a usrmerge base has
+``bin -> usr/bin``, and a layer may then carry ``bin/foo``); so do we, by
+reading the link ourselves, when it is relative and stays inside the root.
+An absolute or escaping one there is refused with BreakoutError.
 Every change is journaled so that any failure puts the layer back as it was:
 
 * paths the layer creates are recorded and removed on failure;
@@ -63,6 +64,10 @@ OVERLAY = "overlay"
 # reads them on disk). apply_layer only; the strata fuse-overlayfs driver.
 LITERAL = "literal"
 
+# Symlinks followed in one entry's parent path, as the kernel's MAXSYMLINKS:
+# a loop ends in BreakoutError instead of a hang.
+MAX_SYMLINK_HOPS = 40
+
 _WH = WHITEOUT_PREFIX.encode()
 _WH_META = WHITEOUT_META_PREFIX.encode()
 _WH_OPQ = WHITEOUT_OPAQUE.encode()
@@ -89,6 +94,7 @@ def _fs(path):
 # Streams
 # ---------------------------------------------------------------------------
 
+
 class ChunkStream(io.RawIOBase):
     """A readable binary file object over a generator of bytes chunks.
 
@@ -97,6 +103,10 @@ class ChunkStream(io.RawIOBase):
     from ``read()`` as a GraphDriverError. There is no descriptor: a
     consumer that needs one (a subprocess's stdin) copies from ``read()``.
     """
+
+    # ``if self.closed`` carries a pylint disable: ``closed`` is io.IOBase's
+    # flag, a C getset descriptor that astroid models as a class, so pylint
+    # takes it for a constant (using-constant-test); at run time it is a bool.
 
     def __init__(self, chunks, on_close=None):
         super().__init__()
@@ -121,7 +131,7 @@ class ChunkStream(io.RawIOBase):
         return True
 
     def readinto(self, b):
-        if self.closed:
+        if self.closed:  # pylint: disable=using-constant-test
             raise ValueError("read from a closed layer stream")
         view = memoryview(b).cast("B")
         n = 0
@@ -133,7 +143,7 @@ class ChunkStream(io.RawIOBase):
         return n
 
     def read(self, size=-1):
-        if self.closed:
+        if self.closed:  # pylint: disable=using-constant-test
             raise ValueError("read from a closed layer stream")
         if size is None or size < 0:
             return self.readall()
@@ -143,7 +153,7 @@ class ChunkStream(io.RawIOBase):
         return bytes(buf)
 
     def readall(self):
-        if self.closed:
+        if self.closed:  # pylint: disable=using-constant-test
             raise ValueError("read from a closed layer stream")
         parts = []
         while self._next():
@@ -152,7 +162,7 @@ class ChunkStream(io.RawIOBase):
         return b"".join(parts)
 
     def close(self):
-        if self.closed:
+        if self.closed:  # pylint: disable=using-constant-test
             return
         try:
             self._gen.close()
@@ -253,7 +263,7 @@ class _TarAppender(object):
         if whiteout:
             # overlayWhiteoutConverter.ConvertWrite: a 0/0 char device is
             # the whiteout .wh.<name>, an empty 0600 regular file.
-            d, _, b = name.rpartition(b"/")
+            d, sep, b = name.rpartition(b"/")
             name = (d + b"/" if d else b"") + _WH + b
             typeflag, mode, size, devmajor, devminor = REG, 0o600, 0, 0, 0
         elif self.overlay and isdir:
@@ -404,7 +414,7 @@ def _changes_chunks(root, changes, lookup_names):
     for change in items:
         p = _fs(change.path)
         if change.kind == "D":
-            d, _, base = p.rpartition(b"/")
+            d, sep, base = p.rpartition(b"/")
             name = (d + b"/" + _WH + base).lstrip(b"/")
             # Go rounds a header of unset format to the nearest second.
             now = int(time.time() + 0.5)
@@ -574,7 +584,7 @@ class _Applier(object):
         fd = self.dirs.get(rel)
         if fd is not None:
             return fd
-        parent, _, base = rel.rpartition(b"/")
+        parent, sep, base = rel.rpartition(b"/")
         pfd = self._dir_fd(parent, create)
         try:
             fd = os.open(base, _O_DIR, dir_fd=pfd)
@@ -730,10 +740,52 @@ class _Applier(object):
                                 % (self._who(), os.fsdecode(entry.name)), os.fsdecode(entry.name))
         if name == b".":
             return b""
+        parent, sep, base = name.rpartition(b"/")
+        if parent:
+            parent = self._resolve_parent(parent, entry.name)
+            name = parent + b"/" + base if parent else base
         if name.startswith(self.stash_name):
             raise BreakoutError("%s: %r names the apply journal"
                                 % (self._who(), os.fsdecode(entry.name)), os.fsdecode(entry.name))
         return name
+
+    def _resolve_parent(self, rel, entry_name):
+        """``rel`` with its symlinks resolved inside the root, as Docker's
+        chroot would; refuses absolute and escaping ones (see module doc).
+
+        Every component is lstat'ed below a prefix already known to hold
+        no symlink, so no path handed to the kernel contains one.
+        """
+        out, parts, hops = [], rel.split(b"/"), 0
+        while parts:
+            part = parts.pop(0)
+            if part in (b"", b"."):
+                continue
+            if part == b"..":
+                if not out:
+                    raise BreakoutError("%s: %r resolves outside the layer root"
+                                        % (self._who(), os.fsdecode(entry_name)),
+                                        os.fsdecode(entry_name))
+                out.pop()
+                continue
+            out.append(part)
+            path = self.root + b"/" + b"/".join(out)
+            try:
+                st = os.lstat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                continue    # created (or refused) by the entry's own apply
+            if not stat.S_ISLNK(st.st_mode):
+                continue
+            target = os.readlink(path)
+            hops += 1
+            if target.startswith(b"/") or hops > MAX_SYMLINK_HOPS:
+                raise BreakoutError(
+                    "%s: %r is a symlink to %r: refusing to write through it"
+                    % (self._who(), os.fsdecode(b"/".join(out)), os.fsdecode(target)),
+                    os.fsdecode(entry_name))
+            out.pop()
+            parts = target.split(b"/") + parts
+        return b"/".join(out)
 
     def _plain_file(self, reader, plain):
         """Like _fast_regular, straight from the reader's buffer, with no
@@ -744,7 +796,7 @@ class _Applier(object):
         if (not name or name[:1] in (b".", b"/") or b"/." in name or b"//" in name
                 or name[-1:] == b"/"):
             return False
-        parent, _, base = name.rpartition(b"/")
+        parent, sep, base = name.rpartition(b"/")
         pfd = self.dirs.get(parent)
         new = self.new
         if pfd is None or (parent not in new and parent not in self.saved_times):
@@ -791,7 +843,7 @@ class _Applier(object):
                 or name[:1] in (b".", b"/") or b"/." in name or b"//" in name
                 or name[-1:] == b"/"):
             return False
-        parent, _, base = name.rpartition(b"/")
+        parent, sep, base = name.rpartition(b"/")
         pfd = self.dirs.get(parent)
         new = self.new
         if pfd is None or (parent not in new and parent not in self.saved_times):
@@ -833,7 +885,7 @@ class _Applier(object):
             # Only between entries: callers hold descriptors within one.
             self._drop_dirs()
         rel = self._normalize(e)
-        parent, _, base = rel.rpartition(b"/")
+        parent, sep, base = rel.rpartition(b"/")
 
         if rel.startswith(_WH_META) and not self.literal:
             # aufs metadata (.wh..wh.plnk, .wh..wh.aufs) is skipped; files in
@@ -1004,10 +1056,13 @@ class _Applier(object):
         if target.startswith(_WH_PLNK + b"/"):
             self._plnk_link(rel, parent, pfd, base, e, target)
             return
+        tparent, sep, tbase = target.rpartition(b"/")
+        if tparent:
+            tparent = self._resolve_parent(tparent, e.name)
+            target = tparent + b"/" + tbase if tparent else tbase
         if target.startswith(self.stash_name):
             raise BreakoutError("%s: hardlink %r names the apply journal"
                                 % (self._who(), os.fsdecode(rel)), os.fsdecode(e.name))
-        tparent, _, tbase = target.rpartition(b"/")
         try:
             tpfd = self._dir_fd(tparent)
             tst = os.stat(tbase, dir_fd=tpfd, follow_symlinks=False)
@@ -1086,7 +1141,7 @@ class _Applier(object):
         pfd = self._dir_fd(parent)
         if self.overlay:
             if parent:
-                gp, _, b = parent.rpartition(b"/")
+                gp, sep, b = parent.rpartition(b"/")
                 self._note_meta(parent, self._dir_fd(gp), b)
             else:
                 self.saved_meta.add(b"")
@@ -1146,7 +1201,7 @@ class _Applier(object):
             if not rel:
                 self.root_times = (atime, _clamp(e.mtime_ns))
                 continue
-            parent, _, base = rel.rpartition(b"/")
+            parent, sep, base = rel.rpartition(b"/")
             try:
                 pfd = self._dir_fd(parent)
                 os.utime(base, ns=(atime, _clamp(e.mtime_ns)), dir_fd=pfd,
@@ -1200,7 +1255,7 @@ class _Applier(object):
             _remove_path(stash)
         except (OSError, GraphDriverError) as e:
             errors.append("%s: %s" % (os.fsdecode(stash), e))
-        for _, rel, atime, mtime in times:
+        for kind, rel, atime, mtime in times:
             try:
                 os.utime(root + b"/" + rel, ns=(atime, mtime), follow_symlinks=False)
             except (OSError, GraphDriverError) as e:

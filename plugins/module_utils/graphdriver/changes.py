@@ -269,7 +269,7 @@ def overlay_changes(lower_dirs, upper_dir):
 
 
 def _aufs_deleted(path, rel, st):
-    parent, _, base = rel.rpartition(b"/")
+    parent, sep, base = rel.rpartition(b"/")
     if base.startswith(b".wh."):
         return parent + b"/" + base[4:]
     return None

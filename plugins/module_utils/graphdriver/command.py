@@ -38,7 +38,8 @@ def run(argv, input=None, check=True, env=None, timeout=None):
     try:
         proc = subprocess.run(
             argv, input=input, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=full_env, timeout=timeout, universal_newlines=True)
+            env=full_env, timeout=timeout, universal_newlines=True,
+            check=False)   # the return code is checked below, into a CommandError
     except FileNotFoundError:
         raise CommandError(argv, 127, "%s: command not found" % argv[0])
     except subprocess.TimeoutExpired:

@@ -82,7 +82,7 @@ class Driver(object):
         self.options = dict(options or {})
 
     def __str__(self):
-        return self.name
+        return self.name or self.__class__.__name__
 
     def __repr__(self):
         return "<%s driver at %s>" % (self.name, self.home)

@@ -108,20 +108,27 @@ def _pid_alive(pid):
         return False
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP to the Engine API on its unix socket, standard library only."""
+
     def __init__(self, path, timeout=2.0):
         super().__init__("localhost", timeout=timeout)
         self._path = path
 
     def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
 
 
 def socket_root_dir(path, timeout=2.0):
     """DockerRootDir reported by the engine on socket ``path``; None if none answers."""
-    conn = _UnixHTTPConnection(path, timeout)
+    conn = UnixHTTPConnection(path, timeout)
     try:
         conn.request("GET", "/info")
         resp = conn.getresponse()

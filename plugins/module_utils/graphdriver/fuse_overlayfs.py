@@ -39,10 +39,9 @@ class FuseOverlayfsDriver(Overlay2Driver):
     name = "fuse-overlayfs"
     work_mode = 0o710
 
-    def __init__(self, home, options=None):
+    def _check_and_prepare(self):
         # Docker's checks: the program on PATH and kernel 4.18 (FUSE
         # features it needs); no test mount, no d_type check, no quota.
-        NaiveDiffDriver.__init__(self, home, options)
         if self.options:
             raise GraphDriverError("%s: unknown option %s"
                                    % (self.name, ", ".join(sorted(self.options))))
@@ -128,4 +127,3 @@ class FuseOverlayfsDriver(Overlay2Driver):
         diff = self._diff_path(id)
         archive.apply_layer(diff, stream, whiteout_format=archive.LITERAL, layer_id=id)
         return directory_size(diff)
-

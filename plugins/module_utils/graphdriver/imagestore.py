@@ -49,7 +49,7 @@ def parse_reference(ref):
         name, tag = name[:colon], name[colon + 1:]
     if not tag:
         raise ImageStoreError("invalid tag %r: a tag is required" % ref)
-    first, _, rest = name.partition("/")
+    first, sep, rest = name.partition("/")
     if rest and ("." in first or ":" in first or first == "localhost"):
         domain, path = first, rest
     else:
@@ -194,7 +194,7 @@ class _Archive(object):
 
 
 def _blob(digest):
-    algo, _, hexpart = digest.partition(":")
+    algo, sep, hexpart = digest.partition(":")
     return "blobs/%s/%s" % (algo, hexpart)
 
 

@@ -35,7 +35,7 @@ class MountError(GraphDriverError):
     def __init__(self, op, target, err, detail=""):
         self.errno = err
         super().__init__("%s %s: %s%s" % (op, target, os.strerror(err),
-                                         (" (" + detail + ")") if detail else ""))
+                                          (" (" + detail + ")") if detail else ""))
 
 
 def mount(source, target, fstype, flags=0, data=""):
@@ -88,7 +88,7 @@ def mounts():
     result = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
-            left, _, right = line.rstrip("\n").partition(" - ")
+            left, sep, right = line.rstrip("\n").partition(" - ")
             lf = left.split(" ")
             rf = right.split(" ")
             result.append(MountEntry(_unescape(lf[4]), rf[0], _unescape(rf[1]),

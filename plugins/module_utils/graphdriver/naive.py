@@ -83,4 +83,3 @@ class NaiveDiffDriver(Driver):
             return changes_size(layer_fs, changes)
         finally:
             self.put(id)
-

@@ -92,7 +92,7 @@ def _mount_from(home, source, target, fstype, flags, data):
         except BaseException:
             code = 255
         os._exit(code)
-    _, status = os.waitpid(pid, 0)
+    waited_pid, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") \
         else (status >> 8)
     if code:
@@ -111,6 +111,13 @@ class Overlay2Driver(NaiveDiffDriver):
 
     def __init__(self, home, options=None):
         super().__init__(home, options)
+        self._check_and_prepare()
+
+    # --- initialisation, the parts fuse-overlayfs replaces ---------------
+
+    def _check_and_prepare(self):
+        """The rest of Docker's Init: the checks that refuse a driver which
+        cannot run here, then home's layout and the quota set-up."""
         self._default_size = self._parse_options(self.options)
         # Docker probes home if it exists (it may be its own mount), else
         # its parent; we go up to the nearest existing directory.
@@ -130,8 +137,6 @@ class Overlay2Driver(NaiveDiffDriver):
                            if os.path.exists("/sys/module/overlay/parameters/index") else "")
         self._userxattr = ("userxattr,"
                            if running_in_userns() and kernel_version() >= (5, 11, 0) else "")
-
-    # --- initialisation, the parts fuse-overlayfs replaces ---------------
 
     def _parse_options(self, options):
         size = 0
@@ -255,7 +260,7 @@ class Overlay2Driver(NaiveDiffDriver):
 
     def _new_link(self, id):
         target = "../%s/%s" % (id, DIFF_DIR)
-        for _ in range(8):
+        for attempt in range(8):
             lid = generate_id(ID_LENGTH)
             link_path = os.path.join(self.home, LINK_DIR, lid)
             try:

@@ -89,7 +89,7 @@ def set_project_id(path, project_id):
     try:
         buf = bytearray(_FSXATTR.size)
         fcntl.ioctl(fd, FS_IOC_FSGETXATTR, buf)
-        xflags, extsize, nextents, _, cow, pad = _FSXATTR.unpack(bytes(buf))
+        xflags, extsize, nextents, old_project_id, cow, pad = _FSXATTR.unpack(bytes(buf))
         new = _FSXATTR.pack(xflags | FS_XFLAG_PROJINHERIT, extsize, nextents,
                             project_id, cow, pad)
         fcntl.ioctl(fd, FS_IOC_FSSETXATTR, bytearray(new))

@@ -51,7 +51,7 @@ def _non_empty_dir(path):
     # Docker's isEmptyDir: an unreadable directory counts as not empty.
     try:
         with os.scandir(path) as it:
-            for _ in it:
+            for entry in it:
                 return True
         return False
     except FileNotFoundError:
@@ -119,7 +119,7 @@ def _try_driver(name, home, options=None):
 
 def check_driver(name, home, options=None):
     """Can driver ``name`` run at ``home``? -> (supported, reason)."""
-    supported, reason, _ = _try_driver(name, home, options)
+    supported, reason, fatal = _try_driver(name, home, options)
     return supported, reason
 
 

@@ -428,7 +428,7 @@ def iter_entries(fileobj):
         if not line:
             continue
         try:
-            obj, _ = decoder.raw_decode(line.decode("utf-8"))
+            obj, end = decoder.raw_decode(line.decode("utf-8"))
             etype = int(obj["type"])
             payload = obj.get("payload")
             payload = base64.b64decode(payload) if payload else b""
@@ -454,8 +454,7 @@ def iter_entries(fileobj):
 def read_entries(path):
     """Entries of a tar-split.json.gz file."""
     with gzip.open(path, "rb") as f:
-        for e in iter_entries(f):
-            yield e
+        yield from iter_entries(f)
 
 
 def assemble(entries, root, out, chunk=1024 * 1024):

@@ -227,7 +227,7 @@ def parse_pax_records(data):
 def parse_pax_time(value):
     """A PAX time ('1500000000.25', '-3.5') -> integer nanoseconds, as Go."""
     s = value.decode("ascii")
-    secs, _, frac = s.partition(".")
+    secs, point, frac = s.partition(".")
     neg = secs.startswith("-")
     isecs = int(secs)
     if frac:
@@ -905,7 +905,7 @@ def encode_header(name, mode, uid, gid, size, mtime, typeflag, linkname=b"",
     # writes ASCII-only strings truncated to the field, and 0 for numbers
     # that do not fit).
     data = b"".join(_pax_record(k, pax[k]) for k in sorted(pax))
-    d, _, base = name.rpartition(b"/") if not name.endswith(b"/") else (name, b"", b"")
+    d, sep, base = name.rpartition(b"/") if not name.endswith(b"/") else (name, b"", b"")
     xname = _clean(b"/".join(p for p in (d, b"PaxHeaders.0", base) if p))
     xname = bytes(c for c in xname if c < 0x80)[:100].rstrip(b"/")
     xhdr = _finish((xname, zero8, zero8, zero8, _octal(12, len(data)),

@@ -286,7 +286,7 @@ class ZfsDriver(NaiveDiffDriver):
 
     def _clone(self, name, parent_name, props):
         # Docker names the snapshot after time.Now().Nanosecond().
-        for _ in range(5):
+        for attempt in range(5):
             snapshot = "%s@%d" % (parent_name, time.time_ns() % 1000000000)
             try:
                 self._zfs("snapshot", snapshot)
@@ -419,7 +419,7 @@ class ZfsDriver(NaiveDiffDriver):
         """When the first clone off ``ancestor`` on the way to ``layer_id``
         was made (epoch seconds); 0 when ``ancestor`` is not an ancestor."""
         name, target = self.zfs_path(layer_id), self.zfs_path(ancestor)
-        for _ in range(256):
+        for depth in range(256):
             try:
                 origin, creation = self._zfs("get", "-Hp", "-o", "value", "origin,creation",
                                              name).split()
@@ -468,7 +468,7 @@ class ZfsDriver(NaiveDiffDriver):
         with contextlib.suppress(CommandError):
             for line in self._zfs("get", "-Hp", "-o", "property,value",
                                   "used,available,quota,compression", self.fsname).splitlines():
-                key, _, value = line.partition("\t")
+                key, tab, value = line.partition("\t")
                 props[key] = value
         quota = props.get("quota", "0")
         if self.implementation == KERNEL:
@@ -514,4 +514,3 @@ class ZfsDriver(NaiveDiffDriver):
         return GraphDriverError("zfs: %s layer %s (dataset %s): %s"
                                 % (op, layer_id, self.zfs_path(layer_id),
                                    err.stderr.strip() if isinstance(err, CommandError) else err))
-
