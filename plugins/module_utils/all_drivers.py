@@ -5,38 +5,17 @@
 
 The library imports a driver on first use (``importlib``), which Ansible's
 module packer cannot see; a module that asks about or uses drivers imports
-this file instead. A driver missing from this version is skipped: the
-library then reports it as not available.
+this file instead. aufs has no module yet: the library reports it as not
+available in this version.
 """
 
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-try:
-    from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import vfs  # noqa: F401 pylint: disable=unused-import
-except ImportError:
-    pass
-try:
-    from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import overlay2  # noqa: F401 pylint: disable=unused-import
-except ImportError:
-    pass
-try:
-    from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import fuse_overlayfs  # noqa: F401 pylint: disable=unused-import
-except ImportError:
-    pass
-try:
-    from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import btrfs  # noqa: F401 pylint: disable=unused-import
-except ImportError:
-    pass
-try:
-    from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import zfs  # noqa: F401 pylint: disable=unused-import
-except ImportError:
-    pass
-try:
-    from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import aufs  # noqa: F401 pylint: disable=unused-import
-except ImportError:
-    pass
-try:
-    from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import devicemapper  # noqa: F401 pylint: disable=unused-import
-except ImportError:
-    pass
+# pylint: disable=unused-import
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import btrfs  # noqa: F401
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import devicemapper  # noqa: F401
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import fuse_overlayfs  # noqa: F401
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import overlay2  # noqa: F401
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import vfs  # noqa: F401
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import zfs  # noqa: F401
