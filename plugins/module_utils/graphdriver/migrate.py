@@ -100,9 +100,10 @@ def plan(data_root, source, target, source_options=None, target_options=None):
     return _plan(data_root, src_store, dst_store, target)[0]
 
 
-def _plan(data_root, src_store, dst_store, target=None):
+def _plan(data_root, src_store, dst_store, target):
+    """The Plan and the source layers, parents first; ``dst_store`` is None
+    while the target has no layer store yet."""
     source = src_store.driver.name
-    target = dst_store.driver.name if dst_store else target
     p = Plan(data_root, source, target)
     src_images = ImageStore(data_root, source)
     p.images = sorted(src_images.images())
@@ -130,7 +131,7 @@ def migrate(data_root, source, target, source_options=None, target_options=None,
     engine.ensure_stopped(data_root)
     src, dst = _drivers(data_root, source, target, source_options, target_options)
     src_store, dst_store = LayerStore(data_root, src), LayerStore(data_root, dst)
-    p, layers = _plan(data_root, src_store, dst_store)
+    p, layers = _plan(data_root, src_store, dst_store, target)
     todo = set(p.layers_to_copy)
     try:
         for layer in layers:
