@@ -13,7 +13,8 @@ How it boots fast with everything the host has:
 - initramfs: built here, in Python (cpio newc): a static busybox, the 9p and
   virtio modules (in ``modprobe --show-depends`` order) and an /init that
   mounts the host's root filesystem read-only over 9p, puts tmpfs on /tmp
-  /run /root, mounts the run directory writable (a second 9p share) and
+  /run /root, mounts the run directory writable (a second 9p share) and the
+  working directory read-only (a third: a checkout under /tmp stays seen), and
   switch_roots into the host's system: same python3, dmsetup, xfsprogs,
   the kernel package's modules (the guest's modprobe finds them under the
   host's /lib/modules) and this repository;
@@ -121,6 +122,11 @@ $B mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=loose,ro host
 for d in /tmp /run /root /var/tmp/.strata-vm; do
   [ -d /newroot$d ] && $B mount -t tmpfs -o mode=1777 tmpfs /newroot$d
 done
+# the working directory (a checkout) may be below one of those tmpfs
+work=$($B sed -n 's/.*strata.work=\([^ ]*\).*/\1/p' /proc/cmdline)
+$B mkdir -p /newroot$work
+$B mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=loose,ro work /newroot$work \
+  || { echo "cannot mount the working directory over 9p"; $B poweroff -f; }
 $B mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 run /newroot$run
 $B mount -t proc proc /newroot/proc
 $B mount -t sysfs sys /newroot/sys
@@ -195,10 +201,13 @@ class VM(object):
         argv = [QEMU, "-accel", "tcg", "-m", str(self.memory_mb), "-smp", str(self.smp),
                 "-nographic", "-no-reboot", "-nodefaults", "-serial", "file:" + console,
                 "-monitor", "none", "-kernel", self.vmlinuz, "-initrd", self.initramfs,
-                "-append", "console=ttyS0 quiet panic=-1 strata.run=%s" % run,
+                "-append", "console=ttyS0 quiet panic=-1 strata.run=%s strata.work=%s"
+                % (run, os.path.abspath(cwd)),
                 "-virtfs", "local,path=/,mount_tag=hostroot,security_model=passthrough,"
                            "readonly=on,multidevs=remap",
-                "-virtfs", "local,path=%s,mount_tag=run,security_model=passthrough" % run]
+                "-virtfs", "local,path=%s,mount_tag=run,security_model=passthrough" % run,
+                "-virtfs", "local,path=%s,mount_tag=work,security_model=passthrough,"
+                           "readonly=on,multidevs=remap" % os.path.abspath(cwd)]
         start = time.monotonic()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT)
