@@ -650,6 +650,17 @@ class _Applier(object):
             self.journal.append(("c", rel))
         self.new.add(rel)
 
+    def _create(self, rel, pfd, base, make):
+        """Run ``make()``, which creates ``base``; whatever is already there
+        is moved aside (journaled) first. Returns what ``make`` returns."""
+        try:
+            made = make()
+        except FileExistsError:
+            self._remove_existing(rel, pfd, base)
+            made = make()
+        self._created(rel)
+        return made
+
     def _note_change(self, dir_rel):
         """Entries of ``dir_rel`` are about to change: journal its times."""
         if dir_rel in self.new or dir_rel in self.saved_times:
@@ -953,17 +964,8 @@ class _Applier(object):
         return _clamp(atime), _clamp(mtime)
 
     def _create_file(self, rel, parent, pfd, base):
-        try:
-            fd = os.open(base, _O_NEWFILE, 0o600, dir_fd=pfd)
-        except FileExistsError:
-            self._remove_existing(rel, pfd, base)
-            fd = os.open(base, _O_NEWFILE, 0o600, dir_fd=pfd)
-            self._created(rel)
-            return fd
-        if parent not in self.new:
-            self.journal.append(("c", rel))
-        self.new.add(rel)
-        return fd
+        return self._create(rel, pfd, base,
+                            lambda: os.open(base, _O_NEWFILE, 0o600, dir_fd=pfd))
 
     def _regular(self, rel, parent, pfd, base, e, data_from=None):
         fd = self._create_file(rel, parent, pfd, base)
@@ -1028,16 +1030,7 @@ class _Applier(object):
             raise BreakoutError("%s: invalid symlink %r -> %r"
                                 % (self._who(), os.fsdecode(rel), os.fsdecode(e.linkname)),
                                 os.fsdecode(e.name))
-        try:
-            os.symlink(e.linkname, base, dir_fd=pfd)
-        except FileExistsError:
-            self._remove_existing(rel, pfd, base)
-            os.symlink(e.linkname, base, dir_fd=pfd)
-            self._created(rel)
-        else:
-            if parent not in self.new:
-                self.journal.append(("c", rel))
-            self.new.add(rel)
+        self._create(rel, pfd, base, lambda: os.symlink(e.linkname, base, dir_fd=pfd))
         if self.chown:
             os.chown(base, e.uid, e.gid, dir_fd=pfd, follow_symlinks=False)
         if e.xattrs:
@@ -1077,17 +1070,11 @@ class _Applier(object):
         if target == rel:
             raise ArchiveError("%s: hardlink %r to itself" % (self._who(), os.fsdecode(rel)),
                                os.fsdecode(e.name))
-        try:
-            os.link(tbase, base, src_dir_fd=tpfd, dst_dir_fd=pfd, follow_symlinks=False)
-        except FileExistsError:
-            self._remove_existing(rel, pfd, base)
-            tpfd = self._dir_fd(tparent)
-            os.link(tbase, base, src_dir_fd=tpfd, dst_dir_fd=pfd, follow_symlinks=False)
-            self._created(rel)
-        else:
-            if parent not in self.new:
-                self.journal.append(("c", rel))
-            self.new.add(rel)
+        # the target's directory is looked up again: moving ``base`` aside
+        # may have dropped cached descriptors
+        self._create(rel, pfd, base, lambda: os.link(
+            tbase, base, src_dir_fd=self._dir_fd(tparent), dst_dir_fd=pfd,
+            follow_symlinks=False))
         # Docker then applies the link header's owner, xattrs, mode and
         # times to the shared inode, unless it is a symlink.
         if not stat.S_ISLNK(tst.st_mode):
@@ -1103,16 +1090,8 @@ class _Applier(object):
     def _device(self, rel, parent, pfd, base, e):
         kind = {CHAR: stat.S_IFCHR, BLOCKDEV: stat.S_IFBLK, FIFO: stat.S_IFIFO}[e.typeflag]
         dev = os.makedev(e.devmajor, e.devminor)
-        try:
-            os.mknod(base, kind | (e.mode & 0o7777), dev, dir_fd=pfd)
-        except FileExistsError:
-            self._remove_existing(rel, pfd, base)
-            os.mknod(base, kind | (e.mode & 0o7777), dev, dir_fd=pfd)
-            self._created(rel)
-        else:
-            if parent not in self.new:
-                self.journal.append(("c", rel))
-            self.new.add(rel)
+        self._create(rel, pfd, base,
+                     lambda: os.mknod(base, kind | (e.mode & 0o7777), dev, dir_fd=pfd))
         if self.chown:
             os.chown(base, e.uid, e.gid, dir_fd=pfd, follow_symlinks=False)
         if e.xattrs:
