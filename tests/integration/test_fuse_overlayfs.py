@@ -13,7 +13,7 @@ from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver imp
     GraphDriverError, LayerNotFound, QuotaError, new)
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.mount import (
     mounts, mounts_under)
-from tests.support.backends import BACKENDS, Unavailable
+from tests.support.backends import backend_home
 
 from .test_overlay2 import BUILD, chain, layout_shape, mode, read
 
@@ -22,15 +22,8 @@ DRIVER = "fuse-overlayfs"
 
 @pytest.fixture
 def home(tmp_path):
-    try:
-        backend = BACKENDS[DRIVER](tmp_path)
-        path, _ = backend.__enter__()
-    except Unavailable as e:
-        pytest.skip("fuse-overlayfs backend unavailable: %s" % e)
-    try:
+    with backend_home(DRIVER, tmp_path) as (path, _):
         yield path
-    finally:
-        backend.__exit__(None, None, None)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver imp
     overlay2 as ov)
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.mount import (
     mounts, mounts_under)
-from tests.support.backends import BACKENDS, Unavailable
+from tests.support.backends import BACKENDS, Unavailable, backend_home
 from tests.support.loop import loop_filesystem
 
 BUILD = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -29,15 +29,8 @@ DRIVER = "overlay2"
 
 @pytest.fixture
 def home(tmp_path):
-    try:
-        backend = BACKENDS[DRIVER](tmp_path)
-        path, _ = backend.__enter__()
-    except Unavailable as e:
-        pytest.skip("overlay2 backend unavailable: %s" % e)
-    try:
+    with backend_home(DRIVER, tmp_path) as (path, _):
         yield path
-    finally:
-        backend.__exit__(None, None, None)
 
 
 @pytest.fixture

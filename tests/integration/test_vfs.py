@@ -9,7 +9,7 @@ import pytest
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import (
     GraphDriverError, LayerExists, LayerNotFound, QuotaError, new)
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import copy as gcopy
-from tests.support.backends import BACKENDS, Unavailable
+from tests.support.backends import backend_home
 
 DRIVER = "vfs"
 CAP = "security.capability"
@@ -19,15 +19,8 @@ CAP_VALUE = bytes.fromhex("0100000200040000000000000000000000000000")
 
 @pytest.fixture
 def home(tmp_path):
-    try:
-        backend = BACKENDS[DRIVER](tmp_path)
-        path, _ = backend.__enter__()
-    except Unavailable as e:
-        pytest.skip("vfs backend unavailable: %s" % e)
-    try:
+    with backend_home(DRIVER, tmp_path) as (path, _):
         yield path
-    finally:
-        backend.__exit__(None, None, None)
 
 
 @pytest.fixture

@@ -27,6 +27,19 @@ def backend(name):
     return deco
 
 
+@contextlib.contextmanager
+def backend_home(name, workdir):
+    """``(home, options)`` on driver ``name``'s backend, torn down on exit; a
+    pytest skip naming the reason when this machine cannot provide it."""
+    import pytest
+    with contextlib.ExitStack() as stack:
+        try:
+            home, options = stack.enter_context(BACKENDS[name](workdir))
+        except Unavailable as e:
+            pytest.skip("%s backend unavailable: %s" % (name, e))
+        yield home, options
+
+
 def _load():
     import importlib
     import os
