@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  python3 python3-venv python3-pip git make tar util-linux kmod attr e2fsprogs
+  python3 python3-venv python3-pip git make tar util-linux fdisk kmod attr e2fsprogs
   xfsprogs btrfs-progs zfs-fuse fuse3 fuse-overlayfs lvm2 thin-provisioning-tools
   docker.io busybox-static
   # devicemapper tests: a qemu VM (-accel tcg) booting Debian's kernel (it has 9p)

@@ -5,8 +5,7 @@
 
 The library imports a driver on first use (``importlib``), which Ansible's
 module packer cannot see; a module that asks about or uses drivers imports
-this file instead. aufs has no module yet: the library reports it as not
-available in this version.
+this file instead.
 """
 
 from __future__ import absolute_import, division, print_function

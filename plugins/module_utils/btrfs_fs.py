@@ -93,7 +93,7 @@ class BtrfsPlan(object):
         members = [os.path.realpath(d) for d in fs["devices"]]
         new = [d for d in self.devices if os.path.realpath(d) not in members]
         for d in new:
-            blockdev.check_writable(d, self.force)
+            self.commands += blockdev.claim(d, self.force).wipe()
         listed = set(os.path.realpath(d) for d in self.devices)
         self.unlisted = [d for d in fs["devices"] if os.path.realpath(d) not in listed]
         ops = []
@@ -111,7 +111,7 @@ class BtrfsPlan(object):
 
     def _create(self, data_profile, metadata_profile):
         for d in self.devices:
-            blockdev.check_writable(d, self.force)
+            self.commands += blockdev.claim(d, self.force).wipe()
         argv = ["mkfs.btrfs"]
         if self.force:
             argv.append("-f")

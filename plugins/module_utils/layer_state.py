@@ -72,9 +72,9 @@ def mount_count(drv, layer_id):
 
 
 def is_mounted(drv, layer_id):
-    if not drv.exists(layer_id):
-        return False
-    return not mounts_layer(drv, layer_id) or mount_count(drv, layer_id) > 0
+    """Whether a Get reference holds the layer mounted. A layer whose Get
+    mounts nothing (a plain directory) is never "mounted"."""
+    return drv.exists(layer_id) and mounts_layer(drv, layer_id) and mount_count(drv, layer_id) > 0
 
 
 def describe(drv, layer_id, parent, digest):

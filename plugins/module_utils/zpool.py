@@ -193,7 +193,7 @@ class ZpoolPlan(object):
                     raise ZpoolError("vdev file %s: give an absolute path" % d)
                 self.files.append((d, file_size))
                 continue
-            blockdev.check_writable(d, self.force, zpool_members=members)
+            self.commands += blockdev.claim(d, self.force, zpool_members=members).wipe()
 
     def _create(self, root_mountpoint, pool_properties, file_size):
         devices = [d for v in self.vdevs for d in v["devices"]]

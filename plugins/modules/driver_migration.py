@@ -35,14 +35,14 @@ options:
     description: The storage driver to carry the images to.
     type: str
     required: true
-    choices: [aufs, btrfs, devicemapper, fuse-overlayfs, overlay2, vfs, zfs]
+    choices: [btrfs, devicemapper, fuse-overlayfs, overlay2, vfs, zfs]
   source:
     description:
       - The storage driver whose images are carried.
       - Defaults to the C(storage-driver) that O(daemon_json) declares, unless that is O(target); else to the one
         driver other than O(target) that holds state under the data-root (its home or its C(image/<driver>) store).
     type: str
-    choices: [aufs, btrfs, devicemapper, fuse-overlayfs, overlay2, vfs, zfs]
+    choices: [btrfs, devicemapper, fuse-overlayfs, overlay2, vfs, zfs]
   data_root:
     description:
       - Docker's data-root.
@@ -213,7 +213,7 @@ from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.err
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.imagestore import ImageStore
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.layerstore import LayerStore
 
-DRIVERS = ['aufs', 'btrfs', 'devicemapper', 'fuse-overlayfs', 'overlay2', 'vfs', 'zfs']
+DRIVERS = ['btrfs', 'devicemapper', 'fuse-overlayfs', 'overlay2', 'vfs', 'zfs']
 
 
 def _has_entries(path):

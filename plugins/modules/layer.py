@@ -20,8 +20,10 @@ description:
   - O(state=mounted) makes sure the layer is mounted once (one persisted C(Get) reference), creating it
     first if needed; O(state=unmounted) releases every reference.
   - O(state=absent) removes it; a mounted layer is refused unless O(force=true).
-  - Works on the driver home directly, below Docker's layer store; use it on an engine's data-root only while
-    that engine is stopped.
+  - Works on the driver home directly, below Docker's layer store, so it refuses while an engine runs on the
+    data-root (the directory holding the home).
+  - In check mode the driver is opened read-only: nothing is created, not even the driver home (Docker counts
+    a non-empty home as prior state, so a dry run must not make one).
 author:
   - Strata graphdriver team (@strata)
 extends_documentation_fragment:
@@ -42,7 +44,7 @@ options:
     description: The storage driver.
     type: str
     required: true
-    choices: [aufs, btrfs, devicemapper, fuse-overlayfs, overlay2, vfs, zfs]
+    choices: [btrfs, devicemapper, fuse-overlayfs, overlay2, vfs, zfs]
   home:
     description:
       - The driver's home. Defaults to C(<data_root>/<driver>).
@@ -138,7 +140,10 @@ exists:
   returned: always
   type: bool
 mounted:
-  description: Whether the layer holds a mount reference after the run.
+  description:
+    - Whether a C(Get) reference holds the layer mounted after the run.
+    - Always V(false) for a layer whose C(Get) mounts nothing (vfs and btrfs layers, an overlay2 base layer):
+      its root is a plain directory, given in RV(layer_path) for O(state=mounted).
   returned: always
   type: bool
 layer_path:
@@ -172,13 +177,13 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import new
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import engine, new
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
 from ansible_collections.strata.graphdriver.plugins.module_utils.layer_state import LayerState, describe, is_mounted, mounts_layer
 
 from ansible_collections.strata.graphdriver.plugins.module_utils import all_drivers  # noqa: F401 pylint: disable=unused-import
 
-DRIVERS = ['aufs', 'btrfs', 'devicemapper', 'fuse-overlayfs', 'overlay2', 'vfs', 'zfs']
+DRIVERS = ['btrfs', 'devicemapper', 'fuse-overlayfs', 'overlay2', 'vfs', 'zfs']
 
 
 def main():
@@ -205,7 +210,9 @@ def main():
     if p['tar'] and not os.path.isfile(p['tar']):
         module.fail_json(msg='layer tar %s does not exist on the host: copy it there first' % p['tar'], **result)
     try:
-        drv = new(p['driver'], home, dict((k, str(v)) for k, v in p['options'].items()))
+        engine.ensure_stopped(os.path.dirname(os.path.abspath(home)))
+        drv = new(p['driver'], home, dict((k, str(v)) for k, v in p['options'].items()),
+                  read_only=module.check_mode)
         before = observe(drv, p['id'])
         state = LayerState(drv, p['id'], parent=p['parent'], read_write=p['read_write'], size=p['size'],
                            tar=p['tar'], force=p['force'])
@@ -215,9 +222,10 @@ def main():
             # Nothing was done: say what would be.
             exists = p['state'] in ('present', 'mounted')
             after = {'exists': exists,
-                     'mounted': p['state'] == 'mounted' or (exists and not mounts_layer(drv, p['id'], p['parent']))}
+                     'mounted': p['state'] == 'mounted' and mounts_layer(drv, p['id'], p['parent'])}
         result.update(after, changed=changed, commands=state.commands, layer_path=state.path)
-        if after['exists'] and drv.exists(p['id']):
+        # Measuring may mount the layer (a naive diff): never in check mode.
+        if after['exists'] and drv.exists(p['id']) and not module.check_mode:
             result.update(describe(drv, p['id'], p['parent'], p['digest']))
     except GraphDriverError as e:
         module.fail_json(msg=str(e), **result)

@@ -30,7 +30,7 @@ options:
       - The storage driver, or V(auto) for Docker's pick on this host.
     type: str
     required: true
-    choices: [auto, aufs, btrfs, devicemapper, fuse-overlayfs, overlay2, vfs, zfs]
+    choices: [auto, btrfs, devicemapper, fuse-overlayfs, overlay2, vfs, zfs]
   storage_opts:
     description:
       - Driver options, each C(key=value), for example V(overlay2.size=10G) or V(zfs.fsname=tank/docker).
@@ -165,7 +165,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.strata.graphdriver.plugins.module_utils import driver_config
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
 
-DRIVERS = ['auto', 'aufs', 'btrfs', 'devicemapper', 'fuse-overlayfs', 'overlay2', 'vfs', 'zfs']
+DRIVERS = ['auto', 'btrfs', 'devicemapper', 'fuse-overlayfs', 'overlay2', 'vfs', 'zfs']
 
 
 def main():

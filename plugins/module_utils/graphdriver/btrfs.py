@@ -22,7 +22,7 @@ from .command import run
 from .driver import check_id, register
 from .errors import (CommandError, GraphDriverError, IncompatibleFS, LayerExists,
                      LayerNotFound, QuotaError)
-from .fileutil import atomic_write, makedirs, mkdir, read_text, remove_tree
+from .fileutil import atomic_write, entry_names, makedirs, mkdir, read_text, remove_tree
 from .naive import NaiveDiffDriver
 
 NAME = "btrfs"
@@ -51,8 +51,8 @@ def _human(n):
 class BtrfsDriver(NaiveDiffDriver):
     name = NAME
 
-    def __init__(self, home, options=None):
-        super().__init__(home, options)
+    def __init__(self, home, options=None, read_only=False):
+        super().__init__(home, options, read_only)
         # Docker tests the home if it exists (it may be a mount of its own),
         # else where it will be made.
         testdir = nearest_existing(self.home)
@@ -71,6 +71,9 @@ class BtrfsDriver(NaiveDiffDriver):
                 user_disk_quota = True
             else:
                 raise GraphDriverError("btrfs: unknown option %s" % key)
+        self._quota_enabled = None
+        if read_only:
+            return
         try:
             makedirs(self.home, 0o710)
         except OSError as e:
@@ -79,7 +82,6 @@ class BtrfsDriver(NaiveDiffDriver):
         # propagation into containers work; no container runs from this
         # library, and a mount left by every (short-lived) Ansible task would
         # leak, so the home is left as it is.
-        self._quota_enabled = None
         if user_disk_quota:
             self._enable_quota()
 
@@ -253,6 +255,9 @@ class BtrfsDriver(NaiveDiffDriver):
 
     def exists(self, id):
         return os.path.isdir(self.subvolume_path(id))
+
+    def layer_ids(self):
+        return entry_names(self.subvolumes_dir)
 
     def status(self):
         progs = "-"

@@ -149,13 +149,16 @@ class DevInfo(object):
 class DeviceMapperDriver(NaiveDiffDriver):
     name = "devicemapper"
 
-    def __init__(self, home, options=None):
-        super().__init__(home, options)
+    def __init__(self, home, options=None, read_only=False):
+        super().__init__(home, options, read_only)
         self._parse_options()
         require_tool(self.name, DMSETUP)
         problem = kernel_support_problem()
         if problem:
             raise PrerequisitesMissing(self.name, problem)
+        if read_only:
+            self._check_pool_exists()
+            return
         parent = os.path.dirname(self.home)
         if not os.path.isdir(parent):
             makedirs(parent, 0o755)
@@ -433,6 +436,16 @@ class DeviceMapperDriver(NaiveDiffDriver):
 
     # --- start ----------------------------------------------------------------
 
+    def _check_pool_exists(self):
+        """Init's answer without making a pool: direct-lvm needs its pool,
+        loop-lvm needs loop devices (the files and pool are made at start)."""
+        if self.thin_pool_device:
+            if not self._exists(self.thin_pool_device):
+                raise GraphDriverError("devmapper: Unable to find thin pool %s (dm.thinpooldev)"
+                                       % self.thin_pool_device)
+        elif not os.path.exists("/dev/loop-control"):
+            raise PrerequisitesMissing(self.name, "loop-lvm needs loop devices (/dev/loop-control)")
+
     def _init_devmapper(self):
         created_loopback = False
         if not self._exists(self.pool_name):
@@ -709,6 +722,9 @@ class DeviceMapperDriver(NaiveDiffDriver):
     def exists(self, id):
         info = self.lookup(check_id(id))
         return info is not None and not info.deleted
+
+    def layer_ids(self):
+        return {h for h in self._device_files() if h and self.exists(h)}
 
     def metadata(self, id):
         info = self.lookup(check_id(id))

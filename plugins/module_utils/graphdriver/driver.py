@@ -6,6 +6,7 @@ registry knows every name without importing every driver.
 """
 
 import collections
+import functools
 import importlib
 import os
 
@@ -21,7 +22,6 @@ ADD, CHANGE, DELETE = "A", "C", "D"
 
 # name -> module, in alphabetical order: every driver the library knows.
 _MODULES = {
-    "aufs": "aufs",
     "btrfs": "btrfs",
     "devicemapper": "devicemapper",
     "fuse-overlayfs": "fuse_overlayfs",
@@ -55,9 +55,22 @@ def driver_class(name):
     return _CLASSES[name]
 
 
-def new(name, home, options=None):
-    """Initialise driver ``name`` over ``home``; NotSupported if impossible here."""
-    return driver_class(name)(home, dict(options or {}))
+def new(name, home, options=None, read_only=False):
+    """Initialise driver ``name`` over ``home``; NotSupported if impossible here.
+
+    ``read_only``: Docker's checks only, nothing written to the host's
+    storage (no home, no pool, no device); the layers that exist can be
+    read, and create/remove/apply_diff refuse.
+    """
+    return driver_class(name)(home, dict(options or {}), read_only=read_only)
+
+
+def check_support(name, home, options=None):
+    """Can driver ``name`` run at ``home``? Raises NotSupported (Docker skips
+    the driver) or GraphDriverError (Docker stops); returns the driver opened
+    read-only. Decided from what exists: overlay's test mount in a private
+    temporary directory is the one probe that writes, and removes itself."""
+    return new(name, home, options, read_only=True)
 
 
 def check_id(layer_id):
@@ -68,6 +81,16 @@ def check_id(layer_id):
     return layer_id
 
 
+def _refused_when_read_only(fn):
+    @functools.wraps(fn)
+    def guarded(self, *args, **kwargs):
+        if self.read_only:
+            raise GraphDriverError("%s at %s is opened read-only: %s refused"
+                                   % (self.name, self.home, fn.__name__))
+        return fn(self, *args, **kwargs)
+    return guarded
+
+
 class Driver(object):
     """Base of every driver. Subclasses set ``name`` and implement the API.
 
@@ -76,10 +99,25 @@ class Driver(object):
     """
 
     name = None
+    # What a driver opened read-only refuses.
+    WRITES = ("create", "create_read_write", "remove", "apply_diff")
 
-    def __init__(self, home, options=None):
+    def __init__(self, home, options=None, read_only=False):
         self.home = os.path.abspath(home)
         self.options = dict(options or {})
+        self.read_only = read_only
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in cls.WRITES:
+            fn = cls.__dict__.get(name)
+            if fn is not None:
+                setattr(cls, name, _refused_when_read_only(fn))
+
+    def engine_refusal(self):
+        """Why Docker Engine would not run this driver here although this
+        library can (None when it would): selection must not offer it."""
+        return None
 
     def __str__(self):
         return self.name or self.__class__.__name__
@@ -104,6 +142,11 @@ class Driver(object):
         raise NotImplementedError
 
     def exists(self, id):
+        raise NotImplementedError
+
+    def layer_ids(self):
+        """The ids of every layer in the home, as the driver keeps them
+        (Docker has no such call; orphan checks need it)."""
         raise NotImplementedError
 
     def status(self):

@@ -108,3 +108,12 @@ def remove_tree(path):
             shutil.rmtree(path, onerror=onerror)
         else:
             os.unlink(path)
+
+
+def entry_names(path, skip=()):
+    """The names in directory ``path`` but hidden ones and ``skip``; an empty
+    set when it does not exist."""
+    try:
+        return {n for n in os.listdir(path) if n not in skip and not n.startswith(".")}
+    except FileNotFoundError:
+        return set()

@@ -54,7 +54,8 @@ class FuseOverlayfsDriver(Overlay2Driver):
         self._quota = None
         self._index_off = ""
         self._userxattr = ""
-        self._make_home()
+        if not self.read_only:
+            self._make_home()
         self._refs = RefCounter(self.name, self.home)
 
     def create(self, id, parent=None, opts=None):

@@ -184,30 +184,6 @@ class _Tee(object):
         return "sha256:" + self._sha.hexdigest()
 
 
-# What each driver keeps as one entry per layer in its home. Docker has no
-# API for it; these are the layouts DESIGN.md pins down.
-def _driver_layer_ids(driver):
-    if hasattr(driver, "layer_ids"):
-        return set(driver.layer_ids())
-    name, home = driver.name, driver.home
-
-    def entries(path, skip=()):
-        try:
-            return {n for n in os.listdir(path) if n not in skip and not n.startswith(".")}
-        except FileNotFoundError:
-            return set()
-
-    if name == "vfs":
-        return entries(os.path.join(home, "dir"))
-    if name in ("overlay2", "fuse-overlayfs"):
-        return {n for n in entries(home, skip=("l",)) if os.path.isdir(os.path.join(home, n))}
-    if name == "btrfs":
-        return entries(os.path.join(home, "subvolumes"))
-    if name == "aufs":
-        return entries(os.path.join(home, "diff"))
-    raise LayerStoreError("cannot list the layers of the %s driver at %s" % (name, home))
-
-
 class LayerStore(object):
     """``LayerStore(data_root, driver)``: the layerdb of ``driver`` under ``data_root``."""
 
@@ -542,7 +518,7 @@ class LayerStore(object):
 
     def orphans(self):
         """Driver layers that no layerdb entry or container mount references."""
-        return sorted(_driver_layer_ids(self.driver) - self.referenced_ids())
+        return sorted(set(self.driver.layer_ids()) - self.referenced_ids())
 
     def gc(self):
         """Remove the orphans (and finish interrupted removals); returns their ids."""

@@ -30,7 +30,7 @@ from .backingfs import fs_name, nearest_existing
 from .apierrors import os_errors_as_driver_errors
 from .driver import check_id, register
 from .errors import GraphDriverError, LayerExists, LayerNotFound, NotSupported, QuotaError
-from .fileutil import atomic_write, makedirs, mkdir, read_text, remove_tree
+from .fileutil import atomic_write, entry_names, makedirs, mkdir, read_text, remove_tree
 from .mount import MNT_DETACH, MountError, is_mountpoint, mount, mounts_under, unmount
 from .naive import NaiveDiffDriver
 from .overlayutils import (d_type_error, directory_size, generate_id, kernel_version,
@@ -109,8 +109,8 @@ class Overlay2Driver(NaiveDiffDriver):
     work_mode = 0o700
     size_option = "overlay2.size"
 
-    def __init__(self, home, options=None):
-        super().__init__(home, options)
+    def __init__(self, home, options=None, read_only=False):
+        super().__init__(home, options, read_only)
         self._check_and_prepare()
 
     # --- initialisation, the parts fuse-overlayfs replaces ---------------
@@ -129,10 +129,15 @@ class Overlay2Driver(NaiveDiffDriver):
         # (moby #27443), later engines do not, and overlay misbehaves there.
         if not self.supports_d_type:
             raise d_type_error(self.name, self.backing_fs)
-        self._make_home()
         self._refs = RefCounter(self.name, self.home)
         self._quota = None
-        self._setup_quota()
+        if self.read_only:
+            if self._default_size and not (self.backing_fs == "xfs" and projectquota.supported(testdir)):
+                raise QuotaError("Storage option overlay2.size not supported. Filesystem does not "
+                                 "support Project Quota (on %s, %s)" % (testdir, self.backing_fs))
+        else:
+            self._make_home()
+            self._setup_quota()
         self._index_off = ("index=off,"
                            if os.path.exists("/sys/module/overlay/parameters/index") else "")
         self._userxattr = ("userxattr,"
@@ -287,6 +292,10 @@ class Overlay2Driver(NaiveDiffDriver):
 
     def exists(self, id):
         return os.path.exists(self.dir(id))
+
+    def layer_ids(self):
+        return {n for n in entry_names(self.home, skip=(LINK_DIR,))
+                if os.path.isdir(os.path.join(self.home, n))}
 
     def get(self, id, mount_label=""):
         path = self.dir(id)

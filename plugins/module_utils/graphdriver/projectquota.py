@@ -186,6 +186,23 @@ class QuotaControl(object):
         return _DISK_QUOTA.unpack(buf.raw)[4] * 512
 
 
+def supported(path):
+    """Whether the filesystem holding ``path`` enforces project quota, asked
+    without writing (no backingFsBlockDev node): quotactl on the device
+    node sysfs names for its st_dev."""
+    st = os.stat(path)
+    try:
+        with open("/sys/dev/block/%d:%d/uevent" % (os.major(st.st_dev), os.minor(st.st_dev))) as f:
+            fields = dict(line.strip().split("=", 1) for line in f if "=" in line)
+    except OSError:
+        return False     # no block device behind it (tmpfs, fuse): no quota
+    dev = "/dev/" + fields.get("DEVNAME", "")
+    try:
+        return _has_quota_support(dev)
+    except QuotaError:
+        return False
+
+
 def new_control(home):
     """A QuotaControl, or None when the filesystem has no project quota
     (Docker logs other errors and goes on without quota, too)."""

@@ -10,17 +10,16 @@ moby daemon/graphdriver/driver.go New():
 3. otherwise the first driver in priority order that initialises; a
    not-supported error skips a driver, any other error is fatal.
 
-Every check here initialises the real driver, as dockerd does, but leaves
-nothing behind in a home that did not exist before.
+Every check runs the real driver's Init checks, as dockerd does, but reads
+the host's storage only (``driver.check_support``): no home, pool, dataset
+or device is made to find out.
 """
 
-import contextlib
 import os
 
 from .backingfs import fs_name, nearest_existing
-from .driver import new, registered
+from .driver import check_support, registered
 from .errors import GraphDriverError, NotSupported
-from .fileutil import remove_tree
 from .overlayutils import supports_d_type as _supports_d_type
 from .priority import priority
 
@@ -69,36 +68,16 @@ def prior_drivers(data_root, order):
             if name != VFS and _non_empty_dir(os.path.join(data_root, name))]
 
 
-def _engine_problem(drv):
-    """Why Docker Engine would refuse a driver that works for this library.
-
-    The answers here are about what dockerd will run, so a driver that only
-    we can use must not be offered as Docker's pick.
-    """
-    # moby's zfs driver opens /dev/zfs, which only kernel ZFS provides
-    if drv.name == "zfs" and getattr(drv, "implementation", None) != "kernel":
-        return ("zfs through zfs-fuse works with this library, but Docker Engine"
-                " needs kernel ZFS (/dev/zfs is missing)")
-    return None
-
-
 def _try_driver(name, home, options=None):
-    """Initialise ``name`` at ``home`` and undo it: (supported, reason, fatal).
+    """Docker's Init checks for ``name`` at ``home``, writing nothing:
+    (supported, reason, fatal).
 
     ``fatal`` is True for errors that are not "not supported": Docker stops
-    on those instead of trying the next driver.
+    on those instead of trying the next driver. A driver only this library
+    can run (zfs on zfs-fuse) is not offered as Docker's pick.
     """
-    home = os.path.abspath(home)
-    # What did not exist before is removed after: home and missing parents.
-    first_missing = None
-    probe = home
-    while not os.path.lexists(probe):
-        first_missing = probe
-        probe = os.path.dirname(probe)
-    drv = None
     try:
-        drv = new(name, home, options)
-        problem = _engine_problem(drv)
+        problem = check_support(name, os.path.abspath(home), options).engine_refusal()
         return problem is None, problem or "", False
     except NotSupported as e:
         return False, e.reason, False
@@ -106,15 +85,6 @@ def _try_driver(name, home, options=None):
         return False, str(e), True
     except OSError as e:
         return False, "%s: %s" % (name, e), True
-    finally:
-        # Only a home this check made is cleaned up: cleanup() of a home in
-        # use would unmount a running engine's containers.
-        if first_missing is not None:
-            if drv is not None:
-                with contextlib.suppress(GraphDriverError, OSError):
-                    drv.cleanup()
-            with contextlib.suppress(GraphDriverError, OSError):
-                remove_tree(first_missing)
 
 
 def check_driver(name, home, options=None):

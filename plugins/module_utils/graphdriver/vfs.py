@@ -16,9 +16,10 @@ import os
 
 from .copy import dir_copy
 from .apierrors import os_errors_as_driver_errors
+from .backingfs import nearest_existing
 from .driver import check_id, register
 from .errors import GraphDriverError, LayerExists, LayerNotFound
-from .fileutil import makedirs, mkdir, remove_tree
+from .fileutil import entry_names, makedirs, mkdir, remove_tree
 from .naive import NaiveDiffDriver
 from . import projectquota
 
@@ -30,14 +31,19 @@ DIR = "dir"
 class VFSDriver(NaiveDiffDriver):
     name = "vfs"
 
-    def __init__(self, home, options=None):
-        super().__init__(home, options)
+    def __init__(self, home, options=None, read_only=False):
+        super().__init__(home, options, read_only)
         self._default_size = 0
         for key, value in self.options.items():
             if key == "size":
                 self._default_size = projectquota.parse_size(value)
             else:
                 raise GraphDriverError("unknown option %s for vfs" % key)
+        if read_only:
+            self._quota = None
+            if self._default_size and not projectquota.supported(nearest_existing(self.home)):
+                raise projectquota.QuotaNotSupported("vfs option size on %s" % self.home)
+            return
         parent = os.path.dirname(self.home)
         if not os.path.isdir(parent):
             makedirs(parent, 0o755)
@@ -98,6 +104,9 @@ class VFSDriver(NaiveDiffDriver):
 
     def exists(self, id):
         return os.path.exists(self.dir(id))
+
+    def layer_ids(self):
+        return entry_names(os.path.join(self.home, DIR))
 
     def status(self):
         return []

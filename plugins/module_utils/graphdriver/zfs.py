@@ -180,8 +180,8 @@ def parse_storage_opt(layer_id, opts):
 class ZfsDriver(NaiveDiffDriver):
     name = NAME
 
-    def __init__(self, home, options=None):
-        super().__init__(home, options)
+    def __init__(self, home, options=None, read_only=False):
+        super().__init__(home, options, read_only)
         self.zfs_tool = require_tool(NAME, "zfs")
         self.implementation = detect_implementation()
         self.fsname = parse_options(self.options)
@@ -203,11 +203,20 @@ class ZfsDriver(NaiveDiffDriver):
         # Like Docker, existence is answered from a cache of the datasets,
         # filled here and kept by create/remove (a miss asks zfs again).
         self._datasets = set(names)
+        self.refs = RefCounter(NAME, self.home)
+        if read_only:
+            return
         try:
             mkdir(self.home, 0o710)
         except OSError as e:
             raise GraphDriverError("zfs: cannot create %s: %s" % (self.home, e.strerror))
-        self.refs = RefCounter(NAME, self.home)
+
+    def engine_refusal(self):
+        # moby's zfs driver opens /dev/zfs, which only kernel ZFS provides
+        if self.implementation != KERNEL:
+            return ("zfs through zfs-fuse works with this library, but Docker Engine"
+                    " needs kernel ZFS (/dev/zfs is missing)")
+        return None
 
     # --- helpers -----------------------------------------------------------
 
@@ -388,6 +397,12 @@ class ZfsDriver(NaiveDiffDriver):
             self._zfs("set", "mountpoint=legacy", name)
         except CommandError as e:
             raise self._error("unmount", layer_id, e)
+
+    def layer_ids(self):
+        names = self._zfs("list", "-H", "-o", "name", "-t", "filesystem", "-d", "1",
+                          self.fsname).split()
+        prefix = self.fsname + "/"
+        return {n[len(prefix):] for n in names if n.startswith(prefix)}
 
     def exists(self, id):
         name = self.zfs_path(id)

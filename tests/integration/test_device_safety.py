@@ -1,0 +1,200 @@
+"""The one refusal rule, on every path that writes to a device.
+
+Every kind of thing a disk can hold ({dos, gpt, ext4, xfs, btrfs, swap, LVM
+PV, zfs member, partitions}) and every way it can be in use ({mounted, open
+exclusively}) x every writer (the backing_store role with xfs, ext4, btrfs
+and zfs; btrfs_filesystem; zfs_pool):
+
+- without force: refused with a message naming the device and what it
+  holds, no traceback, nothing mounted, the image's bytes unchanged; the
+  filesystem asked for is adopted instead (never formatted);
+- with force: what it holds is wiped and the writer proceeds; a device in
+  use is still refused, unchanged.
+
+One ansible-playbook run per writer and per force, one inventory host per
+kind, on real loop devices (tests/support/signatures.py).
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+import yaml
+
+from tests.support.backends import Unavailable
+from tests.support.playbook import run_playbook
+from tests.support.signatures import HOLDS, IN_USE, KINDS, signature_templates, signed_devices
+from tests.support.zfs_fuse import _destroy_pool as destroy_pool, zfs_fuse_daemon
+
+pytestmark = pytest.mark.root
+
+# writer -> (the task each host runs, the filesystem it adopts or None)
+ROLE = "strata.graphdriver.backing_store"
+WRITERS = {
+    "role-xfs": ("role", "xfs"),
+    "role-ext4": ("role", "ext4"),
+    "role-btrfs": ("role", "btrfs"),
+    "role-zfs": ("role", None),
+    "btrfs_filesystem": ("btrfs_filesystem", "btrfs"),
+    "zfs_pool": ("zfs_pool", None),
+}
+
+
+@pytest.fixture(scope="module")
+def zfs_daemon():
+    try:
+        with zfs_fuse_daemon() as pid:
+            yield pid
+    except Unavailable as e:
+        pytest.skip("zfs-fuse unavailable: %s" % e)
+
+
+@pytest.fixture(scope="module")
+def templates(zfs_daemon, tmp_path_factory):
+    with signature_templates(str(tmp_path_factory.mktemp("sig"))) as t:
+        yield t
+
+
+def _tasks(writer, force):
+    how, fstype = WRITERS[writer]
+    if how == "role":
+        variables = {
+            "backing_store_fstype": fstype or "zfs",
+            "backing_store_devices": ["{{ device }}"],
+            "backing_store_mountpoint": "{{ mountpoint }}",
+            "backing_store_fstab_path": "{{ fstab }}",
+            "backing_store_zfs_pool": "{{ pool }}",
+            "backing_store_zfs_pool_properties": {"cachefile": "none"},
+            "backing_store_force": force,
+        }
+        return [{"name": "role", "ansible.builtin.include_role": {"name": ROLE}, "vars": variables}]
+    if how == "btrfs_filesystem":
+        params = {"devices": ["{{ device }}"], "label": "docker", "force": force}
+    else:
+        params = {"name": "{{ pool }}", "vdevs": [{"type": "stripe", "devices": ["{{ device }}"]}],
+                  "pool_properties": {"cachefile": "none"}, "force": force}
+    return [{"name": how, "strata.graphdriver." + how: params}]
+
+
+@contextlib.contextmanager
+def _play(writer, devs, force):
+    """Run the writer on every device (one host per kind); yield
+    (run, {kind: [failed results]}, {kind: host vars}); undo all it made."""
+    work = tempfile.mkdtemp(prefix="strata-safety-")
+    hosts = {}
+    for i, (kind, d) in enumerate(sorted(devs.items())):
+        hosts[kind] = {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3",
+                       "device": d.device, "mountpoint": os.path.join(work, kind, "docker"),
+                       "fstab": os.path.join(work, kind, "fstab"),
+                       "pool": "strata-safety-%d-%d" % (os.getpid(), i)}
+        os.makedirs(os.path.join(work, kind))
+    inventory = os.path.join(work, "inventory.yml")
+    with open(inventory, "w") as f:
+        yaml.safe_dump({"all": {"hosts": hosts}}, f)
+    playbook = os.path.join(work, "play.yml")
+    with open(playbook, "w") as f:
+        yaml.safe_dump([{"hosts": "all", "gather_facts": False, "tasks": _tasks(writer, force)}], f)
+    try:
+        run = run_playbook(playbook, inventory=inventory, args=["--forks", "6"])
+        failed = {}
+        for r in run.records:
+            if r["status"] == "failed":
+                failed.setdefault(r["host"], []).append(r["result"])
+        yield run, failed, hosts
+    finally:
+        for kind, h in hosts.items():
+            mp = h["mountpoint"]
+            if os.path.ismount(mp):
+                subprocess.run(["umount", mp], check=False)
+            if subprocess.run(["zpool", "list", "-H", h["pool"]], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL).returncode == 0:
+                destroy_pool(h["pool"])
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _blkid_type(dev):
+    return subprocess.run(["blkid", "-p", "-o", "value", "-s", "TYPE", dev], stdout=subprocess.PIPE,
+                          universal_newlines=True).stdout.strip()
+
+
+def _no_traceback(result):
+    # ansible-core 2.19 adds exception: "(traceback unavailable)" to every fail_json
+    text = json.dumps(result)
+    return "Traceback (most recent call last)" not in text and "module_stderr" not in result
+
+
+def _new_mounts(devs):
+    with open("/proc/self/mounts") as f:
+        sources = [line.split()[0] for line in f]
+    return [d.device for d in devs.values() if d.device in sources and d.kind != "mounted"]
+
+
+@pytest.mark.parametrize("writer", sorted(WRITERS))
+def test_refused_without_force(writer, templates, tmp_path):
+    adopts = WRITERS[writer][1]
+    with signed_devices(templates, str(tmp_path)) as devs:
+        with _play(writer, devs, force=False) as (run, failed, hosts):
+            problems = []
+            for kind in KINDS:
+                dev = devs[kind].device
+                if kind == adopts:
+                    if kind in failed:
+                        problems.append("%s: the %s asked for was not adopted: %s" % (kind, kind, failed[kind]))
+                    continue
+                if kind not in failed:
+                    problems.append("%s: not refused" % kind)
+                    continue
+                msg = failed[kind][0].get("msg", "")
+                if dev not in msg:
+                    problems.append("%s: message does not name %s: %s" % (kind, dev, msg))
+                if not _no_traceback(failed[kind][0]):
+                    problems.append("%s: traceback: %s" % (kind, failed[kind][0]))
+                if os.path.ismount(hosts[kind]["mountpoint"]):
+                    problems.append("%s: data-root mounted although refused" % kind)
+            assert not problems, "\n".join(problems) + "\n%s" % run.stdout[-6000:]
+            mounted_now = _new_mounts(devs)
+            adopted_mount = [devs[adopts].device] if adopts and WRITERS[writer][0] == "role" else []
+            assert sorted(mounted_now) == sorted(adopted_mount), mounted_now
+        devs.detach()
+        # A role adopting a filesystem mounts it (the kernel then writes its
+        # superblock); every refused device is byte for byte as it was.
+        changed = [k for k in KINDS if k != adopts and not devs[k].unchanged()]
+        assert changed == [], "devices written although refused: %s" % changed
+        if adopts and WRITERS[writer][0] != "role":
+            assert devs[adopts].unchanged(), "adopting %s wrote to it" % adopts
+
+
+@pytest.mark.parametrize("writer", sorted(WRITERS))
+def test_force_proceeds_but_never_over_a_device_in_use(writer, templates, tmp_path):
+    how, fstype = WRITERS[writer]
+    with signed_devices(templates, str(tmp_path)) as devs:
+        with _play(writer, devs, force=True) as (run, failed, hosts):
+            problems = []
+            for kind in HOLDS:
+                if kind in failed:
+                    problems.append("%s: forced, but failed: %s" % (kind, failed[kind][0].get("msg")))
+                    continue
+                dev = devs[kind].device
+                if fstype:
+                    if _blkid_type(dev) != fstype:
+                        problems.append("%s: forced, but holds %r, not %s" % (kind, _blkid_type(dev), fstype))
+                else:
+                    pool = hosts[kind]["pool"]
+                    status = subprocess.run(["zpool", "status", pool], stdout=subprocess.PIPE,
+                                            universal_newlines=True).stdout
+                    if os.path.basename(dev) not in status:
+                        problems.append("%s: forced, but no pool %s on %s" % (kind, pool, dev))
+                if how == "role" and not os.path.ismount(hosts[kind]["mountpoint"]):
+                    problems.append("%s: forced, but the data-root is not mounted" % kind)
+            for kind in IN_USE:
+                if kind not in failed:
+                    problems.append("%s: in use, but not refused with force" % kind)
+                elif "in use" not in failed[kind][0].get("msg", "") or not _no_traceback(failed[kind][0]):
+                    problems.append("%s: unclear refusal: %s" % (kind, failed[kind][0]))
+            assert not problems, "\n".join(problems) + "\n%s" % run.stdout[-6000:]
+        devs.detach()
+        assert [k for k in IN_USE if not devs[k].unchanged()] == []
