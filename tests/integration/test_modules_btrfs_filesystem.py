@@ -75,7 +75,9 @@ def test_other_signature_refused_without_force(devs):
 
     run, res = run_module("btrfs_filesystem", {"devices": [a, b], "force": True})
     assert run.rc == 0, run
-    assert res["commands"][0].startswith("mkfs.btrfs -f ")
+    # what b held is wiped first: mkfs -f alone can leave signatures behind
+    assert res["commands"][0] == "wipefs --all %s" % b
+    assert res["commands"][1].startswith("mkfs.btrfs -f ")
     assert blkid(b)["TYPE"] == "btrfs"
 
 
