@@ -262,7 +262,8 @@ def source_removed_already(data_root, source, target):
 
 def layer_sizes(data_root, source, options):
     """{ChainID: size} of the source's layers, for the steps."""
-    store = LayerStore(data_root, new(source, os.path.join(data_root, source), options), recover=False)
+    store = LayerStore(data_root, new(source, os.path.join(data_root, source), options, read_only=True),
+                       recover=False)
     return dict((layer.chain_id, layer.size) for layer in store.layers())
 
 

@@ -70,7 +70,8 @@ class Plan(object):
 def _drivers(data_root, source, target, source_options, target_options):
     if source == target:
         raise MigrationError("source and target driver are both %s" % source)
-    src = new(source, os.path.join(data_root, source), source_options)
+    # The source is read, never written: switching back is the rollback.
+    src = new(source, os.path.join(data_root, source), source_options, read_only=True)
     dst = new(target, os.path.join(data_root, target), target_options)
     return src, dst
 
@@ -91,11 +92,11 @@ def plan(data_root, source, target, source_options=None, target_options=None):
     if not os.path.isdir(os.path.join(data_root, "image", source, "layerdb")):
         raise MigrationError("%s has no %s layer store (image/%s/layerdb)"
                              % (data_root, source, source))
-    src = new(source, os.path.join(data_root, source), source_options)
+    src = new(source, os.path.join(data_root, source), source_options, read_only=True)
     src_store = LayerStore(data_root, src, recover=False)
     dst_store = None
     if os.path.isdir(os.path.join(data_root, "image", target, "layerdb")):
-        dst = new(target, os.path.join(data_root, target), target_options)
+        dst = new(target, os.path.join(data_root, target), target_options, read_only=True)
         dst_store = LayerStore(data_root, dst, recover=False)
     return _plan(data_root, src_store, dst_store, target)[0]
 
@@ -130,7 +131,7 @@ def migrate(data_root, source, target, source_options=None, target_options=None,
     data_root = os.path.abspath(data_root)
     engine.ensure_stopped(data_root)
     src, dst = _drivers(data_root, source, target, source_options, target_options)
-    src_store, dst_store = LayerStore(data_root, src), LayerStore(data_root, dst)
+    src_store, dst_store = LayerStore(data_root, src, recover=False), LayerStore(data_root, dst)
     p, layers = _plan(data_root, src_store, dst_store, target)
     todo = set(p.layers_to_copy)
     try:
