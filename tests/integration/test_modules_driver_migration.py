@@ -327,6 +327,9 @@ def test_failed_host_rolls_back_and_stops_the_rollout(fleet, template, tmp_path,
     hosts, inventory = fleet
     ids = template[2]
     first, second = hosts
+    # a daemon.json of its own mode and group: the rollback must give them back
+    os.chmod(first.conf, 0o640)
+    os.chown(first.conf, 0, 1)
     conf_before = [open(h.conf).read() for h in hosts]
     extra, reason = failure(first, tmp_path)
     extra["target"] = "overlay2"
@@ -338,6 +341,8 @@ def test_failed_host_rolls_back_and_stops_the_rollout(fleet, template, tmp_path,
 
     # node1 is back on vfs with its images; node2 was never touched
     assert open(first.conf).read() == conf_before[0]
+    st = os.stat(first.conf)
+    assert (oct(st.st_mode & 0o7777), st.st_uid, st.st_gid) == (oct(0o640), 0, 1)
     assert first.engine().info()["Driver"] == "vfs" and first.image_ids() == ids
     assert not [r for r in run.records if r["host"] == "node2"], "the rollout went on after a failure"
     assert open(second.conf).read() == conf_before[1]
