@@ -22,7 +22,7 @@ description:
   - O(state=absent) removes it; a mounted layer is refused unless O(force=true).
   - Works on the driver home directly, below Docker's layer store, so it refuses while an engine runs on the
     data-root (the directory holding the home).
-  - In check mode the driver is opened read-only: nothing is created, not even the driver home (Docker counts
+  - In check mode the driver is opened read-only and nothing is created, not even the driver home (Docker counts
     a non-empty home as prior state, so a dry run must not make one).
 author:
   - Strata graphdriver team (@strata)
@@ -142,7 +142,7 @@ exists:
 mounted:
   description:
     - Whether a C(Get) reference holds the layer mounted after the run.
-    - Always V(false) for a layer whose C(Get) mounts nothing (vfs and btrfs layers, an overlay2 base layer):
+    - Always V(false) for a layer whose C(Get) mounts nothing (vfs and btrfs layers, an overlay2 base layer);
       its root is a plain directory, given in RV(layer_path) for O(state=mounted).
   returned: always
   type: bool

@@ -58,8 +58,8 @@ def test_in_qemu_vm():
     command = (
         "modprobe -a loop dm_thin_pool xfs ext4 && "
         "STRATA_IN_VM=1 PYTHONPATH=%s/.build %s/.venv/bin/python -m pytest -p no:cacheprovider "
-        "-q -rs --durations=25 tests/integration/test_conformance.py -k devicemapper "
-        "tests/integration/test_devicemapper.py" % (ROOT, ROOT))
+        "-q -rs --durations=25 -k devicemapper tests/integration/test_conformance.py "
+        "tests/integration/test_layerstore_drivers.py tests/integration/test_devicemapper.py" % (ROOT, ROOT))
     with vm:
         result = vm.run(command, cwd=ROOT, timeout=900)
     out = result.stdout + result.stderr
@@ -67,9 +67,9 @@ def test_in_qemu_vm():
     assert result.rc == 0, out[-6000:] + "\nconsole:\n" + result.console[-3000:]
     summary = out.strip().splitlines()[-1]
     passed = int(re.search(r"(\d+) passed", summary).group(1))
-    # 6 conformance tests (set_quota skips: below xfs base size) + test_dm_*
+    # 6 conformance tests (set_quota skips: below xfs base size), 2 layer store tests, test_dm_*
     dm_tests = sum(1 for name in globals() if name.startswith("test_dm_"))
-    assert passed >= 6 + dm_tests, summary
+    assert passed >= 6 + 2 + dm_tests, summary
     assert "failed" not in summary and "error" not in summary, summary
 
 
