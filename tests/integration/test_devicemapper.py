@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import (
-    NotSupported, QuotaError, new)
+    GraphDriverError, NotSupported, QuotaError, check_support, new)
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import (
     devicemapper as dm)
 from tests.support import backend_devicemapper
@@ -141,6 +141,23 @@ def test_dm_metadata_files_as_docker(home):
             assert os.stat(os.path.join(meta, name)).st_mode & 0o777 == 0o600
     finally:
         drv.cleanup()
+
+
+@needs_dm
+def test_dm_support_check_makes_nothing(home, tmp_path):
+    """driver_info's question on a devicemapper host: answered with no
+    home, no loop file or device and no dm device made."""
+    def host():
+        return (subprocess.run(["losetup", "-a"], stdout=subprocess.PIPE, universal_newlines=True).stdout,
+                dmsetup("ls"), sorted(os.listdir(str(tmp_path))))
+    before = host()
+    drv = check_support("devicemapper", home, backend_devicemapper.OPTIONS)
+    assert drv.engine_refusal() is None and not drv.exists("anything")
+    with pytest.raises(GraphDriverError, match="opened read-only"):
+        drv.create("l1")
+    with pytest.raises(GraphDriverError, match="Unable to find thin pool"):
+        check_support("devicemapper", home, {"dm.thinpooldev": "no-such-pool"})
+    assert host() == before and not os.path.exists(home)
 
 
 @needs_dm
