@@ -20,8 +20,12 @@ description:
     whose layers are not all there. A failure part-way removes the target layers this run added.
   - The source driver's layers stay as they were, unless O(remove_source=true) with O(force=true); switching
     C(storage-driver) back is the rollback.
-  - Containers are not carried (Docker ignores containers made with another driver); they stay with the
-    source driver and are reported in RV(containers_left) with a warning.
+  - Stopped containers are carried too, so that C(docker start) works on the target and sees the files the
+    container wrote: their init and read-write layers (same ids), C(layerdb/mounts/<id>), and C(Driver) in
+    C(containers/<id>/config.v2.json), which decides which driver's engine loads them. Volumes live outside
+    the drivers and are left where they are.
+  - Rolling back is migrating back (every layer is already there: only the containers' C(Driver) is set
+    again), then switching C(storage-driver) back; the C(strata.graphdriver.driver_migration) role does both.
   - Refuses to run while a Docker engine uses the data-root. Stop the engine first; the
     C(strata.graphdriver.driver_migration) role stops and restarts it around the migration.
   - Does not change C(daemon.json); declare the target with M(strata.graphdriver.storage_driver) afterwards.
@@ -68,8 +72,7 @@ options:
     description:
       - After the migration, delete the source driver's layers, its home and C(image/<source>).
       - That removes the rollback; it needs O(force=true).
-      - Refused while containers made with the source driver remain (RV(containers_left)), since they use its
-        layers. Remove them first, with the engine on the source driver, or keep the source.
+      - The carried containers' source layers go too.
     type: bool
     default: false
   force:
@@ -175,8 +178,13 @@ layers_present:
   returned: success
   type: list
   elements: str
-containers_left:
-  description: IDs of the containers not carried; they stay with the source driver.
+containers:
+  description: IDs of the source driver's containers, carried to the target (in check mode, to be carried).
+  returned: success
+  type: list
+  elements: str
+containers_copied:
+  description: IDs of the containers whose layers this run copied (the others were there already).
   returned: success
   type: list
   elements: str
@@ -273,6 +281,8 @@ def steps(plan, sizes, remove_source):
            for chain in plan.layers_to_copy]
     out.append('copy image/%s/imagedb and image/%s/distribution to image/%s'
                % (plan.source, plan.source, plan.target))
+    out += ['carry container %s (init and RW layers, layerdb/mounts, config.v2.json Driver) to %s'
+            % (c, plan.target) for c in plan.containers_to_copy]
     if plan.tags:
         out.append('tag %s in image/%s/repositories.json' % (', '.join(plan.tags), plan.target))
     if remove_source:
@@ -321,23 +331,19 @@ def main():
         src_opts, dst_opts = storage_opts_dict(p['source_options']), storage_opts_dict(p['target_options'])
         result = dict(changed=False, data_root=data_root, source=source, target=target, images=[], tags={},
                       layers_to_copy=[], bytes_to_copy=0, layers_copied=[], layers_present=[],
-                      containers_left=[], source_removed=False, seconds=0.0, commands=[])
+                      containers=[], containers_copied=[], source_removed=False, seconds=0.0, commands=[])
         if p['remove_source'] and source_removed_already(data_root, source, target):
             module.exit_json(**result)
 
         plan = migrate.plan(data_root, source, target, src_opts, dst_opts)
-        if p['remove_source'] and plan.containers_left:
-            module.fail_json(msg='remove_source: %d container(s) made with %s still use its layers (%s): remove '
-                                 'them with the engine on %s first, or keep the source; nothing was changed'
-                             % (len(plan.containers_left), source, ', '.join(c[:12] for c in plan.containers_left),
-                                source), containers_left=plan.containers_left)
         tags = ImageStore(data_root, source).tags()
         before = {'source': image_view(data_root, source), 'target': image_view(data_root, target)}
         commands = steps(plan, layer_sizes(data_root, source, src_opts) if plan.layers_to_copy else {},
                          p['remove_source'])
         if module.check_mode:
             done = plan
-            changed = bool(plan.layers_to_copy) or metadata_missing(data_root, plan, tags) or p['remove_source']
+            changed = (bool(plan.layers_to_copy or plan.containers_to_copy) or metadata_missing(data_root, plan, tags)
+                       or p['remove_source'])
         else:
             done = migrate.migrate(data_root, source, target, src_opts, dst_opts)
             changed = done.changed
@@ -360,15 +366,12 @@ def main():
         bytes_to_copy=plan.bytes_to_copy,
         layers_copied=done.layers_copied,
         layers_present=plan.layers_present,
-        containers_left=plan.containers_left,
+        containers=plan.containers,
+        containers_copied=done.containers_copied,
         source_removed=bool(p['remove_source'] and not module.check_mode),
         seconds=round(done.seconds, 3),
         commands=commands,
     )
-    if plan.containers_left:
-        left = ', '.join(c[:12] for c in plan.containers_left)
-        module.warn('%d container(s) made with %s are not carried to %s: they stay with the %s driver (switch '
-                    'back to it to use them): %s' % (len(plan.containers_left), source, target, source, left))
     if module._diff:
         after_source = before['source']
         if p['remove_source']:

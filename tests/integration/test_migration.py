@@ -1,10 +1,12 @@
 """Migrating a real dockerd's data-root from one driver to another.
 
-dockerd (vfs) builds a two-layer image and leaves a container; we stop it,
+dockerd (vfs) builds a two-layer image, leaves a created container and one
+that ran and wrote a file and deleted one of the image's; we stop it,
 migrate to overlay2, and a dockerd started with overlay2 lists the same image
-IDs and runs the image. Then: a second run copies nothing; a corrupted source
-layer stops the migration and leaves the target as it was; a running engine
-is refused.
+IDs, runs the image and starts the carried container, which sees what it
+wrote. Migrating back gives the containers to vfs again (the rollback).
+Then: a second run copies nothing; a corrupted source layer stops the
+migration and leaves the target as it was; a running engine is refused.
 """
 
 import os
@@ -29,8 +31,20 @@ def vfs_data_root(tmp_path):
     with dockerd_support.dockerd(str(tmp_path / "d-vfs"), "vfs", data_root) as d:
         image_id = images.build_into(d, str(tmp_path))
         d.docker("create", "--name", "left-behind", "--network", "none", images.TAG)
+        assert d.docker("run", "--name", "keeper", "--network", "none", images.TAG,
+                        "/bin/sh", "-c", KEEPER) == "first\n"
         ids = sorted(d.docker("images", "-q", "--no-trunc").split())
     return data_root, image_id, ids
+
+
+# First run: writes /kept and deletes an image file; later starts say what they see.
+KEEPER = ("if [ -f /kept ]; then cat /kept; test -e /hello.txt && echo hello-back || echo hello-gone; "
+          "else echo kept-data > /kept; rm /hello.txt; echo first; fi")
+KEPT = "kept-data\nhello-gone\n"
+
+
+def containers(d):
+    return sorted(d.docker("ps", "-a", "--format", "{{.Names}}").split())
 
 
 def _tree(root):
@@ -54,7 +68,7 @@ def test_images_survive_a_driver_switch(vfs_data_root, tmp_path):
     assert _tree(data_root) == before, "planning writes nothing"
     assert plan.images == ids_before
     assert len(plan.layers_to_copy) == 2 and plan.layers_present == []
-    assert plan.containers_left, "the container made on vfs is reported, not carried"
+    assert len(plan.containers) == 2 and plan.containers_to_copy == plan.containers
 
     seen = []
     result = migrate.migrate(data_root, "vfs", "overlay2",
@@ -67,6 +81,8 @@ def test_images_survive_a_driver_switch(vfs_data_root, tmp_path):
         out = d.docker("run", "--rm", "--network", "none", images.TAG, *images.RUN_CMD)
         assert out == images.EXPECTED_OUTPUT
         assert d.docker("inspect", "-f", "{{.Id}}", images.TAG).strip() == image_id
+        assert containers(d) == ["keeper", "left-behind"]
+        assert d.docker("start", "-a", "keeper") == KEPT
 
     # the source is untouched: vfs still has its layers, all verifying
     vfs_store = LayerStore(data_root, new("vfs", os.path.join(data_root, "vfs")))
@@ -74,6 +90,14 @@ def test_images_survive_a_driver_switch(vfs_data_root, tmp_path):
 
     again = migrate.migrate(data_root, "vfs", "overlay2")
     assert again.layers_copied == [] and not again.changed
+
+    # the rollback: migrating back copies nothing and gives the containers to vfs
+    back = migrate.migrate(data_root, "overlay2", "vfs")
+    assert back.layers_copied == [] and back.containers_copied == [] and back.changed
+    with dockerd_support.dockerd(str(tmp_path / "d-back"), "vfs", data_root) as d:
+        assert sorted(d.docker("images", "-q", "--no-trunc").split()) == ids_before
+        assert containers(d) == ["keeper", "left-behind"]
+        assert d.docker("start", "-a", "keeper") == KEPT
 
 
 def test_corrupt_source_layer_leaves_target_unchanged(vfs_data_root):

@@ -77,7 +77,8 @@ def test_migrates_then_idempotent(host, tmp_path):
     assert set(plan["tags"].values()) <= set(ids)
     assert len(plan["layers_to_copy"]) == 2 and plan["layers_present"] == [] and plan["layers_copied"] == []
     assert plan["bytes_to_copy"] > os.path.getsize(images.BUSYBOX)
-    assert plan["containers_left"], "the container made on vfs is reported"
+    assert len(plan["containers"]) == 1, "the container made on vfs is to be carried"
+    assert plan["commands"][3].startswith("carry container %s " % plan["containers"][0])
     for chain, step in zip(plan["layers_to_copy"], plan["commands"]):
         assert step.startswith("copy layer %s (" % chain) and step.endswith(" bytes) from vfs to overlay2")
     assert plan["commands"][2] == "copy image/vfs/imagedb and image/vfs/distribution to image/overlay2"
@@ -88,8 +89,7 @@ def test_migrates_then_idempotent(host, tmp_path):
     assert run.rc == 0, run.stdout[-5000:]
     assert res["changed"] is True
     assert res["layers_copied"] == plan["layers_to_copy"]
-    assert res["images"] == ids and res["containers_left"] == plan["containers_left"]
-    assert any("not carried" in w for w in res.get("warnings", [])), res.get("warnings")
+    assert res["images"] == ids and res["containers"] == res["containers_copied"] == plan["containers"]
     assert res["seconds"] > 0
     assert res["diff"]["after"]["target"]["tags"] == sorted([images.BASE_TAG, images.TAG])
 
@@ -98,6 +98,7 @@ def test_migrates_then_idempotent(host, tmp_path):
         assert d.docker("inspect", "-f", "{{.Id}}", images.TAG).strip() == image_id
         out = d.docker("run", "--rm", "--network", "none", images.TAG, *images.RUN_CMD)
         assert out == images.EXPECTED_OUTPUT
+        assert d.docker("ps", "-a", "--format", "{{.Names}}").split() == ["left-behind"]
 
     run, again = run_module("driver_migration", params)
     assert run.rc == 0, run.stdout[-5000:]
@@ -137,12 +138,11 @@ def test_remove_source_needs_force(host):
     assert "remove_source" in res["msg"] and "force: true" in res["msg"]
     assert differences(before, tree(data_root)) == []
 
-    # the container made on vfs still uses vfs layers: refused, in check mode too, nothing changed
-    for check in (True, False):
-        run, res = run_module("driver_migration", dict(params, force=True), check=check)
-        assert res["failed"] is True
-        assert "still use its layers" in res["msg"] and res["containers_left"]
-        assert differences(before, tree(data_root)) == []
+    # with force, check mode plans carrying the container, then removing the source; nothing changes
+    run, res = run_module("driver_migration", dict(params, force=True), check=True)
+    assert run.rc == 0, run
+    assert res["changed"] is True and len(res["containers"]) == 1
+    assert differences(before, tree(data_root)) == []
 
 
 def test_remove_source_with_force(host, tmp_path):

@@ -251,6 +251,9 @@ class LayerStore(object):
                 out.append(self._load("sha256:" + name))
         return out
 
+    def has_mount(self, name):
+        return os.path.isdir(self._mount_dir(name))
+
     def mounts(self):
         out = []
         base = os.path.join(self.root, "mounts")
@@ -396,6 +399,56 @@ class LayerStore(object):
             if parent:
                 _write_synced(os.path.join(d, "parent"), parent.chain_id)
             return Mount(name, mount_id, init_id, parent.chain_id if parent else None)
+
+    def copy_rw_layer(self, source_store, mount):
+        """Carry container ``mount`` of ``source_store`` (another driver's
+        store on the same data-root) into this one: the init and RW layers
+        with the same ids, their files applied from the source driver's
+        diffs, then ``mounts/<name>``. All or nothing; the source is read.
+        """
+        self._engine_check()
+        src = source_store.driver
+        with self._locked():
+            d = self._mount_dir(mount.name)
+            if os.path.exists(d):
+                return False
+            parent = self._load(mount.parent) if mount.parent else None
+            src_parent = source_store._load(mount.parent).cache_id if mount.parent else None
+            made = []
+            try:
+                below, src_below = parent.cache_id if parent else None, src_parent
+                for layer_id in ([mount.init_id] if mount.init_id else []) + [mount.mount_id]:
+                    if self.driver.exists(layer_id):   # a crashed earlier run's: made again
+                        self.driver.remove(layer_id)
+                    self.driver.create_read_write(layer_id, below)
+                    made.append(layer_id)
+                    stream = src.diff(layer_id, src_below)
+                    try:
+                        self.driver.apply_diff(layer_id, below, stream)
+                    finally:
+                        stream.close()
+                    below, src_below = layer_id, layer_id
+                # written aside and renamed: Docker lists every directory of mounts/
+                tmp = os.path.join(self.root, "tmp", "mount-" + mount.name)
+                remove_tree(tmp)
+                makedirs(os.path.dirname(tmp), 0o700)
+                makedirs(os.path.dirname(d), 0o755)
+                os.mkdir(tmp, 0o755)
+                _write_synced(os.path.join(tmp, "mount-id"), mount.mount_id)
+                if mount.init_id:
+                    _write_synced(os.path.join(tmp, "init-id"), mount.init_id)
+                if parent:
+                    _write_synced(os.path.join(tmp, "parent"), parent.chain_id)
+                os.rename(tmp, d)
+                fsync_dir(os.path.dirname(d))
+            except BaseException:
+                for layer_id in reversed(made):
+                    try:
+                        self.driver.remove(layer_id)
+                    except GraphDriverError:
+                        pass  # gc finds it; the error below matters
+                raise
+            return True
 
     def remove_rw_layer(self, name):
         self._engine_check()

@@ -9,12 +9,20 @@ every ChainID, and therefore every image ID, stays the same. The image
 configs and tags are copied last, so the target never shows an image whose
 layers are not all there.
 
-The source is left as it was: switching ``storage-driver`` back is the
-rollback. A failure part-way removes the target layers this run added.
-Containers are not carried (Docker ignores containers made with another
-driver; they stay loadable by switching back): they are reported.
+Stopped containers are carried too: their init and RW layers (same ids,
+their files applied from the source driver's diffs), ``layerdb/mounts``,
+and ``Driver`` in ``containers/<id>/config.v2.json`` (Docker loads only the
+containers whose Driver is its own). Volumes live outside the drivers and
+stay where they are.
+
+The source driver's store is left as it was. The one thing outside it that
+changes is each carried container's ``Driver``, so the rollback is a
+migration back (which finds every layer already there and only sets
+``Driver`` again), then switching ``storage-driver`` back. A failure
+part-way removes the target layers this run added.
 """
 
+import json
 import os
 import shutil
 import threading
@@ -47,14 +55,16 @@ class Plan(object):
         self.layers_to_copy = []    # ChainIDs, parents first
         self.layers_present = []    # already in the target
         self.bytes_to_copy = 0      # sum of the source layers' sizes
-        self.containers_left = []   # container ids not carried
+        self.containers = []        # container ids carried (or to carry)
+        self.containers_to_copy = []  # of those, the ones whose layers the target lacks or whose Driver is not it
+        self.containers_copied = []
         self.layers_copied = []
         self.metadata_changed = False
         self.seconds = 0.0
 
     @property
     def changed(self):
-        return bool(self.layers_copied) or self.metadata_changed
+        return bool(self.layers_copied or self.containers_copied) or self.metadata_changed
 
     def as_dict(self):
         return {
@@ -62,7 +72,8 @@ class Plan(object):
             "images": self.images, "tags": self.tags,
             "layers_to_copy": self.layers_to_copy, "layers_present": self.layers_present,
             "layers_copied": self.layers_copied, "bytes_to_copy": self.bytes_to_copy,
-            "containers_left": self.containers_left, "changed": self.changed,
+            "containers": self.containers, "containers_to_copy": self.containers_to_copy,
+            "containers_copied": self.containers_copied, "changed": self.changed,
             "seconds": round(self.seconds, 3),
         }
 
@@ -116,7 +127,10 @@ def _plan(data_root, src_store, dst_store, target):
         else:
             p.layers_to_copy.append(layer.chain_id)
             p.bytes_to_copy += layer.size
-    p.containers_left = [m.name for m in src_store.mounts()]
+    p.containers = [m.name for m in src_store.mounts()]
+    p.containers_to_copy = [c for c in p.containers
+                            if dst_store is None or not dst_store.has_mount(c)
+                            or _container_driver(data_root, c) not in (None, target)]
     return p, layers
 
 
@@ -150,8 +164,30 @@ def migrate(data_root, source, target, source_options=None, target_options=None,
                 pass  # left for `gc`; the error below is the one that matters
         raise
     p.metadata_changed = _copy_image_metadata(data_root, source, target)
+    _carry_containers(data_root, src_store, dst_store, p)
     p.seconds = time.monotonic() - started
     return p
+
+
+def _carry_containers(data_root, src_store, dst_store, p):
+    """Every container's layers, then its Driver; on a failure the Drivers
+    this run set are set back, so that the source engine still loads them."""
+    flipped = []
+    try:
+        for mount in src_store.mounts():
+            try:
+                if dst_store.copy_rw_layer(src_store, mount):
+                    p.containers_copied.append(mount.name)
+            except GraphDriverError as e:
+                raise MigrationError("container %s: carrying its layers to %s failed: %s"
+                                     % (mount.name, p.target, e))
+            if _set_container_driver(data_root, mount.name, p.target):
+                flipped.append(mount.name)
+                p.metadata_changed = True
+    except BaseException:
+        for name in flipped:
+            _set_container_driver(data_root, name, p.source)
+        raise
 
 
 def _copy_layer(src_store, dst_store, layer):
@@ -215,6 +251,33 @@ def _copy_image_metadata(data_root, source, target):
     return changed
 
 
+def _container_config(data_root, container):
+    """(path, config.v2.json) of a container; config None without one."""
+    path = os.path.join(data_root, "containers", container, "config.v2.json")
+    try:
+        with open(path) as f:
+            return path, json.load(f)
+    except FileNotFoundError:
+        return path, None    # a mount without a container: nothing to tell Docker
+    except ValueError as e:
+        raise MigrationError("container %s: %s is not JSON: %s" % (container, path, e))
+
+
+def _container_driver(data_root, container):
+    return (_container_config(data_root, container)[1] or {}).get("Driver")
+
+
+def _set_container_driver(data_root, container, driver):
+    """config.v2.json's Driver, which decides whether Docker loads it."""
+    path, config = _container_config(data_root, container)
+    if config is None or config.get("Driver") == driver:
+        return False
+    config["Driver"] = driver
+    atomic_write(path, json.dumps(config, separators=(",", ":"), ensure_ascii=False),
+                 mode=os.stat(path).st_mode & 0o777)
+    return True
+
+
 def _read_bytes(path):
     try:
         with open(path, "rb") as f:
@@ -229,6 +292,8 @@ def remove_source(data_root, source, source_options=None):
     engine.ensure_stopped(data_root)
     drv = new(source, os.path.join(data_root, source), source_options)
     store = LayerStore(data_root, drv)
+    for mount in store.mounts():
+        store.remove_rw_layer(mount.name)
     for layer in sorted(store.layers(), key=lambda l: -store.depth(l.chain_id)):
         store.remove(layer.chain_id)
     drv.cleanup()
