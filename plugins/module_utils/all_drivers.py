@@ -12,6 +12,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 # pylint: disable=unused-import
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import aufs  # noqa: F401
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import btrfs  # noqa: F401
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import devicemapper  # noqa: F401
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import fuse_overlayfs  # noqa: F401

@@ -45,8 +45,9 @@ options:
       - The storage driver whose images are carried.
       - Defaults to the C(storage-driver) that O(daemon_json) declares, unless that is O(target); else to the one
         driver other than O(target) that holds state under the data-root (its home or its C(image/<driver>) store).
+      - V(aufs) is a source only, read without the aufs kernel module (Docker removed aufs in Engine 24).
     type: str
-    choices: [btrfs, devicemapper, fuse-overlayfs, overlay2, vfs, zfs]
+    choices: [aufs, btrfs, devicemapper, fuse-overlayfs, overlay2, vfs, zfs]
   data_root:
     description:
       - Docker's data-root.
@@ -222,6 +223,7 @@ from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.ima
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.layerstore import LayerStore
 
 DRIVERS = ['btrfs', 'devicemapper', 'fuse-overlayfs', 'overlay2', 'vfs', 'zfs']
+SOURCES = ['aufs'] + DRIVERS
 
 
 def _has_entries(path):
@@ -237,7 +239,7 @@ def drivers_with_state(data_root):
     Unlike Docker's prior-state scan this counts vfs too: it is a common
     source of a migration (the fallback where overlay2 was refused).
     """
-    return [d for d in DRIVERS
+    return [d for d in SOURCES
             if _has_entries(os.path.join(data_root, d)) or _has_entries(os.path.join(data_root, 'image', d))]
 
 
@@ -309,7 +311,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             target=dict(type='str', required=True, choices=DRIVERS),
-            source=dict(type='str', choices=DRIVERS),
+            source=dict(type='str', choices=SOURCES),
             data_root=dict(type='path'),
             daemon_json=dict(type='path', default='/etc/docker/daemon.json'),
             source_options=dict(type='list', elements='str', default=[]),

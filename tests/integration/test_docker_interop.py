@@ -163,7 +163,7 @@ def test_we_verify_what_dockerd_wrote(env, image_archive):
 
     # a same-size change in the top layer: verify names the layer and the file
     top = store.get(chains[2])
-    root, release = store.diff_root(top.cache_id)
+    root, release = store.driver.diff_dir(top.cache_id)
     try:
         path = os.path.join(root, "third.txt")
         with open(path, "rb") as f:
@@ -177,7 +177,7 @@ def test_we_verify_what_dockerd_wrote(env, image_archive):
     assert e.value.chain_id == top.chain_id and e.value.path == "third.txt"
     assert top.chain_id in str(e.value) and "third.txt" in str(e.value)
     store.verify(chains[1])
-    root, release = store.diff_root(top.cache_id)
+    root, release = store.driver.diff_dir(top.cache_id)
     try:
         with open(os.path.join(root, "third.txt"), "wb") as f:
             f.write(original)

@@ -22,6 +22,7 @@ ADD, CHANGE, DELETE = "A", "C", "D"
 
 # name -> module, in alphabetical order: every driver the library knows.
 _MODULES = {
+    "aufs": "aufs",
     "btrfs": "btrfs",
     "devicemapper": "devicemapper",
     "fuse-overlayfs": "fuse_overlayfs",
@@ -38,15 +39,21 @@ def register(cls):
     return cls
 
 
+# Kept for reading old stores (a migration's source), never a host's choice:
+# no kernel this library meets has aufs, and Docker 24 dropped it.
+SOURCES_ONLY = ("aufs",)
+
+
 def registered():
-    """Every driver name the library knows, usable on this host or not."""
-    return sorted(_MODULES)
+    """Every driver name the library offers, usable on this host or not
+    (``new`` also opens the SOURCES_ONLY ones)."""
+    return sorted(n for n in _MODULES if n not in SOURCES_ONLY)
 
 
 def driver_class(name):
     if name not in _MODULES:
         raise GraphDriverError("unknown storage driver %r (known: %s)"
-                               % (name, ", ".join(registered())))
+                               % (name, ", ".join(sorted(_MODULES))))
     if name not in _CLASSES:
         try:
             importlib.import_module("." + _MODULES[name], __package__)
@@ -143,6 +150,12 @@ class Driver(object):
 
     def exists(self, id):
         raise NotImplementedError
+
+    def diff_dir(self, id):
+        """Where the files of the layer's own tar are read (Docker's
+        DiffGetter): (path, release). By default the mounted layer."""
+        path = self.get(id)
+        return path, lambda: self.put(id)
 
     def layer_ids(self):
         """The ids of every layer in the home, as the driver keeps them

@@ -493,14 +493,6 @@ class LayerStore(object):
             return layer
 
     # --- verifying ----------------------------------------------------------
-    def diff_root(self, cache):
-        """Where the layer's files are read: (path, release callable)."""
-        if self.driver.name in ("overlay2", "fuse-overlayfs"):
-            # moby overlay2 is a DiffGetterDriver: the layer's own diff dir
-            return os.path.join(self.driver.home, cache, "diff"), lambda: None
-        path = self.driver.get(cache)
-        return path, lambda: self.driver.put(cache)
-
     def tar_stream_to(self, chain, out):
         """Write the layer's exact tar (from tar-split and the driver) to ``out``."""
         layer = self._load(chain)
@@ -514,7 +506,7 @@ class LayerStore(object):
             finally:
                 stream.close()
             return layer
-        root, release = self.diff_root(layer.cache_id)
+        root, release = self.driver.diff_dir(layer.cache_id)
         try:
             tarsplit.assemble(tarsplit.read_entries(ts), root, out)
         finally:

@@ -293,6 +293,10 @@ class Overlay2Driver(NaiveDiffDriver):
     def exists(self, id):
         return os.path.exists(self.dir(id))
 
+    def diff_dir(self, id):
+        # moby overlay2 is a DiffGetterDriver: the layer's own diff directory
+        return self._diff_path(id), lambda: None
+
     def layer_ids(self):
         return {n for n in entry_names(self.home, skip=(LINK_DIR,))
                 if os.path.isdir(os.path.join(self.home, n))}
