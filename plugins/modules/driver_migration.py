@@ -21,10 +21,10 @@ description:
   - The source driver's layers stay as they were, unless O(remove_source=true) with O(force=true); switching
     C(storage-driver) back is the rollback.
   - Stopped containers are carried too, so that C(docker start) works on the target and sees the files the
-    container wrote: their init and read-write layers (same ids), C(layerdb/mounts/<id>), and C(Driver) in
-    C(containers/<id>/config.v2.json), which decides which driver's engine loads them. Volumes live outside
+    container wrote. Carried are their init and read-write layers (same ids), C(layerdb/mounts/<id>), and
+    C(Driver) in C(containers/<id>/config.v2.json), which decides which driver's engine loads them. Volumes live outside
     the drivers and are left where they are.
-  - Rolling back is migrating back (every layer is already there: only the containers' C(Driver) is set
+  - Rolling back is migrating back (every layer is already there, so only the containers' C(Driver) is set
     again), then switching C(storage-driver) back; the C(strata.graphdriver.driver_migration) role does both.
   - Refuses to run while a Docker engine uses the data-root. Stop the engine first; the
     C(strata.graphdriver.driver_migration) role stops and restarts it around the migration.
@@ -165,7 +165,7 @@ layers_to_copy:
   type: list
   elements: str
 bytes_to_copy:
-  description: Sum of the sizes of RV(layers_to_copy).
+  description: Sum of the sizes of RV(layers_to_copy) and of the changes of the containers to carry.
   returned: success
   type: int
   sample: 1310720
@@ -179,6 +179,12 @@ layers_present:
   returned: success
   type: list
   elements: str
+bytes_free:
+  description:
+    - Bytes free on the target's filesystem before the run. A migration needing more (RV(bytes_to_copy)) than it
+      holds is refused before anything is written, in check mode too.
+  returned: success
+  type: int
 containers:
   description: IDs of the source driver's containers, carried to the target (in check mode, to be carried).
   returned: success
@@ -366,6 +372,7 @@ def main():
         tags=tags,
         layers_to_copy=plan.layers_to_copy,
         bytes_to_copy=plan.bytes_to_copy,
+        bytes_free=plan.bytes_free,
         layers_copied=done.layers_copied,
         layers_present=plan.layers_present,
         containers=plan.containers,

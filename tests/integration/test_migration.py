@@ -10,6 +10,7 @@ migration and leaves the target as it was; a running engine is refused.
 """
 
 import os
+import subprocess
 
 import pytest
 
@@ -19,6 +20,7 @@ from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.lay
     LayerStore)
 from tests.support import dockerd as dockerd_support
 from tests.support import images
+from tests.support.host_state import differences, host_state
 
 
 @pytest.fixture
@@ -116,6 +118,22 @@ def test_corrupt_source_layer_leaves_target_unchanged(vfs_data_root):
     assert target.layers() == [], "the base layer copied before the failure is rolled back"
     assert target.orphans() == []
     assert not os.path.exists(os.path.join(data_root, "image", "overlay2", "repositories.json"))
+
+
+def test_a_target_too_small_is_refused_before_anything_is_written(vfs_data_root):
+    data_root, _, _ = vfs_data_root
+    target = os.path.join(data_root, "overlay2")
+    os.mkdir(target)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "strata-small", target], check=True)
+    try:
+        before = host_state(trees=[data_root])
+        for attempt in (migrate.plan, migrate.migrate):
+            with pytest.raises(migrate.MigrationError) as err:
+                attempt(data_root, "vfs", "overlay2")
+            assert "needs" in str(err.value) and target in str(err.value) and "nothing was written" in str(err.value)
+        assert differences(before, host_state(trees=[data_root])) == []
+    finally:
+        subprocess.run(["umount", target], check=False)
 
 
 def test_refused_while_the_engine_runs(vfs_data_root, tmp_path):

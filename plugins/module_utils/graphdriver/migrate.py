@@ -31,6 +31,7 @@ import time
 from . import engine
 from .driver import new
 from .errors import GraphDriverError
+from .backingfs import nearest_existing
 from .fileutil import atomic_write, makedirs
 from .imagestore import ImageStore
 from .selection import check_driver
@@ -54,7 +55,8 @@ class Plan(object):
         self.tags = []              # familiar references carried
         self.layers_to_copy = []    # ChainIDs, parents first
         self.layers_present = []    # already in the target
-        self.bytes_to_copy = 0      # sum of the source layers' sizes
+        self.bytes_to_copy = 0      # the source layers' sizes, and the carried containers' changes
+        self.bytes_free = 0         # free on the target's filesystem
         self.containers = []        # container ids carried (or to carry)
         self.containers_to_copy = []  # of those, the ones whose layers the target lacks or whose Driver is not it
         self.containers_copied = []
@@ -72,6 +74,7 @@ class Plan(object):
             "images": self.images, "tags": self.tags,
             "layers_to_copy": self.layers_to_copy, "layers_present": self.layers_present,
             "layers_copied": self.layers_copied, "bytes_to_copy": self.bytes_to_copy,
+            "bytes_free": self.bytes_free,
             "containers": self.containers, "containers_to_copy": self.containers_to_copy,
             "containers_copied": self.containers_copied, "changed": self.changed,
             "seconds": round(self.seconds, 3),
@@ -131,7 +134,29 @@ def _plan(data_root, src_store, dst_store, target):
     p.containers_to_copy = [c for c in p.containers
                             if dst_store is None or not dst_store.has_mount(c)
                             or _container_driver(data_root, c) not in (None, target)]
+    for mount in src_store.mounts():
+        if dst_store is None or not dst_store.has_mount(mount.name):
+            p.bytes_to_copy += _container_bytes(src_store, mount)
+    # Refused before anything is written: a target filled up half-way is a
+    # failure at the worst moment (the engine is stopped).
+    where = nearest_existing(os.path.join(data_root, target))
+    st = os.statvfs(where)
+    p.bytes_free = st.f_bavail * st.f_frsize
+    if p.bytes_to_copy > p.bytes_free:
+        raise MigrationError("migrating %s to %s needs %d bytes on the filesystem of %s, which has %d free: "
+                             "grow it or free space first; nothing was written"
+                             % (source, target, p.bytes_to_copy, where, p.bytes_free))
     return p, layers
+
+
+def _container_bytes(src_store, mount):
+    """What carrying a container writes: its init and RW layers' changes."""
+    below = src_store.get(mount.parent).cache_id if mount.parent else None
+    size = 0
+    for layer_id in ([mount.init_id] if mount.init_id else []) + [mount.mount_id]:
+        size += src_store.driver.diff_size(layer_id, below)
+        below = layer_id
+    return size
 
 
 def migrate(data_root, source, target, source_options=None, target_options=None,
@@ -143,7 +168,9 @@ def migrate(data_root, source, target, source_options=None, target_options=None,
     """
     started = time.monotonic()
     data_root = os.path.abspath(data_root)
-    engine.ensure_stopped(data_root)
+    # Everything that refuses (engine, target support, space) before the
+    # target's home or layer store is made.
+    plan(data_root, source, target, source_options, target_options)
     src, dst = _drivers(data_root, source, target, source_options, target_options)
     src_store, dst_store = LayerStore(data_root, src, recover=False), LayerStore(data_root, dst)
     p, layers = _plan(data_root, src_store, dst_store, target)
