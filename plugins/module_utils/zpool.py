@@ -14,6 +14,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
+import time
 import re
 
 from ansible_collections.strata.graphdriver.plugins.module_utils import blockdev
@@ -98,6 +99,19 @@ def imported_members():
         for v in pool_vdevs(pool):
             found += v["devices"]
     return found
+
+
+def _run_retrying_busy(cmd, attempts=5):
+    """Run ``cmd``; a destroy that finds the pool busy is tried again: a
+    dataset unmounted a moment ago can still be held (zfs-fuse's mount
+    helper lets go late)."""
+    for attempt in range(attempts):
+        try:
+            return cmd.run(timeout=600)
+        except CommandError as e:
+            if cmd.argv[1:2] != ["destroy"] or "busy" not in str(e) or attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
 
 
 def _resolve(dev):
@@ -292,7 +306,7 @@ class ZpoolPlan(object):
                 f.truncate(size)
         for cmd in self.commands:
             try:
-                cmd.run(timeout=600)
+                _run_retrying_busy(cmd)
             except CommandError as e:
                 raise ZpoolError("%s; pool %s is as the commands before left it" % (e, self.name))
 
