@@ -159,7 +159,8 @@ class _Tee(object):
         data = self._stream.read(n) if n is not None else self._stream.read()
         if data:
             self._sha.update(data)
-            self._dis.feed(data)
+            if self._dis is not None:
+                self._dis.feed(data)
             self.bytes += len(data)
         return data
 
@@ -285,8 +286,13 @@ class LayerStore(object):
         return out[::-1]
 
     # --- registering ----------------------------------------------------------
-    def register(self, stream, parent_chain_id=None, diff_id=None, descriptor=None):
+    def register(self, stream, parent_chain_id=None, diff_id=None, descriptor=None, tar_split=None):
         """Apply the uncompressed layer tar ``stream`` on ``parent_chain_id``.
+
+        ``tar_split``: the path of a tar-split.json.gz known to describe the
+        stream (a migration's, assembled from it): copied as it is instead of
+        disassembling the stream again; ``diff_id`` must then be given, and
+        the stream is still hashed and checked against it.
 
         Returns the Layer. Idempotent: a chain already present is returned
         as it is and leaves no new driver layer behind (when ``diff_id`` is
@@ -303,9 +309,11 @@ class LayerStore(object):
             if parent is not None and self.depth(parent.chain_id) >= MAX_DEPTH:
                 raise LayerStoreError("cannot register on %s: max depth of %d layers exceeded"
                                       % (parent.chain_id, MAX_DEPTH))
-            return self._register(stream, parent, diff_id, descriptor)
+            if tar_split is not None and diff_id is None:
+                raise LayerStoreError("register: a tar-split given needs the DiffID it describes")
+            return self._register(stream, parent, diff_id, descriptor, tar_split)
 
-    def _register(self, stream, parent, expected_diff, descriptor):
+    def _register(self, stream, parent, expected_diff, descriptor, tar_split=None):
         tmp = os.path.join(self.root, "tmp")
         makedirs(tmp, 0o755)
         ws = tempfile.mkdtemp(prefix="write-set-", dir=tmp)
@@ -319,16 +327,23 @@ class LayerStore(object):
             fsync_dir(tmp)
             self.driver.create(cache, parent_cache)
             created = True
-            writer = tarsplit.open_writer(os.path.join(ws, "tar-split.json.gz"))
-            try:
-                os.fchmod(writer.raw.fileno(), 0o644)
-                dis = tarsplit.Disassembler(tarsplit.Packer(writer))
-                tee = _Tee(stream, dis)
+            if tar_split is not None:
+                shutil.copyfile(tar_split, os.path.join(ws, "tar-split.json.gz"))
+                os.chmod(os.path.join(ws, "tar-split.json.gz"), 0o644)
+                tee = _Tee(stream, None)
                 size = self.driver.apply_diff(cache, parent_cache, tee)
                 tee.drain()
-                dis.close()
-            finally:
-                writer.close()
+            else:
+                writer = tarsplit.open_writer(os.path.join(ws, "tar-split.json.gz"))
+                try:
+                    os.fchmod(writer.raw.fileno(), 0o644)
+                    dis = tarsplit.Disassembler(tarsplit.Packer(writer))
+                    tee = _Tee(stream, dis)
+                    size = self.driver.apply_diff(cache, parent_cache, tee)
+                    tee.drain()
+                    dis.close()
+                finally:
+                    writer.close()
             diff = tee.diff_id
             if expected_diff is not None and diff != expected_diff:
                 raise ArchiveError("layer tar has DiffID %s, expected %s" % (diff, expected_diff))
@@ -493,6 +508,11 @@ class LayerStore(object):
             return layer
 
     # --- verifying ----------------------------------------------------------
+    def tar_split_path(self, chain):
+        """The layer's tar-split.json.gz, or None when it has none."""
+        path = os.path.join(self._load(chain).path, "tar-split.json.gz")
+        return path if os.path.exists(path) else None
+
     def tar_stream_to(self, chain, out):
         """Write the layer's exact tar (from tar-split and the driver) to ``out``."""
         layer = self._load(chain)

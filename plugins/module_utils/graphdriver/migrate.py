@@ -237,7 +237,10 @@ def _copy_layer(src_store, dst_store, layer):
     thread = threading.Thread(target=produce, name="migrate-" + layer.chain_id[7:19])
     thread.start()
     try:
-        dst_store.register(reader, layer.parent, diff_id=layer.diff_id)
+        # The source's tar-split describes this stream exactly (it is built
+        # from it): copied, not disassembled again; the DiffID is still checked.
+        dst_store.register(reader, layer.parent, diff_id=layer.diff_id,
+                           tar_split=src_store.tar_split_path(layer.chain_id))
     except GraphDriverError as e:
         if failure:
             raise MigrationError("layer %s: reading it from %s failed: %s"

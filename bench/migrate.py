@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""A data-root migration by us vs what users do by hand, on real content.
+
+    python3 bench/migrate.py [--rounds 3] [--source vfs] [--target overlay2] [--dir /var/tmp]
+
+A private dockerd on the source driver imports two images made from this
+host's own trees (/usr/include with /usr/lib/python3.11, and /usr/share/doc:
+many small files, symlinks, long names). Each round starts from a copy of
+that data-root and times, side by side:
+
+- ours: ``migrate.migrate(data_root, source, target)`` (in-process);
+- Docker's way: ``docker save`` of every image from a dockerd on the
+  source, then ``docker load`` into a dockerd on the target (daemon starts
+  and stops not counted);
+- GNU tar: ``tar -xpf`` of the same layer tars into an empty directory,
+  the floor for writing those files at all.
+
+Prints each round and the median ratios (lower is better for us).
+"""
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, ".build"))
+sys.path.insert(0, ROOT)
+
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import migrate  # noqa: E402
+from tests.support.dockerd import dockerd  # noqa: E402
+
+TREES = {"strata/bench-dev:1": ["/usr/include", "/usr/lib/python3.11"], "strata/bench-doc:1": ["/usr/share/doc"]}
+
+
+def sh(*argv):
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+
+
+def build_template(work, source):
+    """A data-root the source driver's dockerd wrote, and the layer tars."""
+    data_root = os.path.join(work, "template")
+    tars = []
+    with dockerd(os.path.join(work, "d-build"), source, data_root) as d:
+        for tag, trees in sorted(TREES.items()):
+            tar = os.path.join(work, tag.split("/")[1].replace(":", "-") + ".tar")
+            sh("tar", "-C", "/", "-cf", tar, *[t.lstrip("/") for t in trees])
+            d.docker("import", tar, tag)
+            tars.append(tar)
+    return data_root, tars
+
+
+def timed(fn):
+    start = time.monotonic()
+    fn()
+    return time.monotonic() - start
+
+
+def round_once(work, template, tars, source, target, n):
+    ours_root = os.path.join(work, "ours-%d" % n)
+    sh("cp", "-a", template, ours_root)
+    ours = timed(lambda: migrate.migrate(ours_root, source, target))
+
+    theirs_root = os.path.join(work, "theirs-%d" % n)
+    sh("cp", "-a", template, theirs_root)
+    saved = os.path.join(work, "saved-%d.tar" % n)
+    with dockerd(os.path.join(work, "d-save-%d" % n), source, theirs_root) as d:
+        save = timed(lambda: d.docker("save", "-o", saved, *sorted(TREES)))
+    fresh = os.path.join(work, "loaded-%d" % n)
+    with dockerd(os.path.join(work, "d-load-%d" % n), target, fresh) as d:
+        load = timed(lambda: d.docker("load", "-i", saved))
+
+    out = os.path.join(work, "tar-%d" % n)
+    os.mkdir(out)
+    gnu = timed(lambda: [sh("tar", "-C", out, "-xpf", t) for t in tars])
+    for path in (ours_root, theirs_root, fresh, out, saved):
+        subprocess.run(["rm", "-rf", path], check=False)
+    return ours, save, load, gnu
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--source", default="vfs")
+    ap.add_argument("--target", default="overlay2")
+    ap.add_argument("--dir", default=None, help="where the data-roots live (default: a temp dir)")
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="strata-bench-migrate-", dir=args.dir)
+    try:
+        template, tars = build_template(work, args.source)
+        print("%s -> %s, %d images from %s, %.0f MB of layer tars"
+              % (args.source, args.target, len(TREES), ", ".join(t for ts in TREES.values() for t in ts),
+                 sum(os.path.getsize(t) for t in tars) / 1e6))
+        print("%-6s %10s %10s %10s %10s %16s %12s" % ("round", "ours s", "save s", "load s", "tar s",
+                                                      "ours/(save+load)", "ours/tar"))
+        vs_docker, vs_tar = [], []
+        for n in range(args.rounds):
+            ours, save, load, gnu = round_once(work, template, tars, args.source, args.target, n)
+            vs_docker.append(ours / (save + load))
+            vs_tar.append(ours / gnu)
+            print("%-6d %10.2f %10.2f %10.2f %10.2f %15.2fx %11.2fx" % (n + 1, ours, save, load, gnu,
+                                                                       vs_docker[-1], vs_tar[-1]))
+        print("median %49s %15.2fx %11.2fx" % ("", statistics.median(vs_docker), statistics.median(vs_tar)))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
