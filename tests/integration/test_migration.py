@@ -45,6 +45,24 @@ KEEPER = ("if [ -f /kept ]; then cat /kept; test -e /hello.txt && echo hello-bac
 KEPT = "kept-data\nhello-gone\n"
 
 
+def image_metadata(data_root, driver):
+    """Everything Docker reads from image/<driver>/ but what the driver itself
+    decides (cache-id, and size: the driver's ApplyDiff result, which Docker's
+    drivers compute differently): imagedb, distribution, repositories.json,
+    per layer its diff, parent and tar-split bytes, per container its ids."""
+    top = os.path.join(data_root, "image", driver)
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, top)
+            if name in ("cache-id", "size") or rel.startswith("layerdb/tmp"):
+                continue
+            with open(path, "rb") as f:
+                out[rel] = f.read()
+    return out
+
+
 def containers(d):
     return sorted(d.docker("ps", "-a", "--format", "{{.Names}}").split())
 
@@ -92,6 +110,7 @@ def test_images_survive_a_driver_switch(vfs_data_root, tmp_path):
 
     again = migrate.migrate(data_root, "vfs", "overlay2")
     assert again.layers_copied == [] and not again.changed
+    assert image_metadata(data_root, "overlay2") == image_metadata(data_root, "vfs")
 
     # the rollback: migrating back copies nothing and gives the containers to vfs
     back = migrate.migrate(data_root, "overlay2", "vfs")

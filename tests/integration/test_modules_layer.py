@@ -187,3 +187,18 @@ def test_hostile_tar_leaves_no_layer(store):
     assert not new(driver, home, options).exists("evil")
     assert not os.path.exists(os.path.join(os.path.dirname(home), "escaped"))
     assert not os.path.exists(os.path.join(work, "..", "escaped"))
+
+
+def test_refused_while_an_engine_runs_on_the_data_root(tmp_path):
+    from tests.support import dockerd as dockerd_support
+    reason = dockerd_support.available()
+    if reason:
+        pytest.skip(reason)
+    data_root = str(tmp_path / "docker")
+    with dockerd_support.dockerd(str(tmp_path / "d"), "vfs", data_root):
+        for check in (True, False):
+            run, res = run_module("layer", {"driver": "vfs", "data_root": data_root, "id": "intruder"},
+                                  check=check)
+            assert res["failed"] is True
+            assert data_root in res["msg"] and "running" in res["msg"], res["msg"]
+        assert not os.path.exists(os.path.join(data_root, "vfs", "dir", "intruder"))
