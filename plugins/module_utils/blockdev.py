@@ -187,11 +187,6 @@ def contents(dev):
     return found
 
 
-def fs_type(dev):
-    """The filesystem type blkid finds on ``dev`` ('' when none)."""
-    return blkid(dev).get("TYPE", "") if os.path.exists(dev) else ""
-
-
 class Claim(object):
     """What ``claim`` decided for one device."""
 
