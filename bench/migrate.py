@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A data-root migration by us vs what users do by hand, on real content.
 
-    python3 bench/migrate.py [--rounds 3] [--source vfs] [--target overlay2] [--dir /var/tmp]
+    python3 bench/migrate.py [--rounds 3] [--pairs vfs:overlay2,overlay2:vfs,overlay2:btrfs]
+                             [--dir /var/tmp] [--sync]
 
 A private dockerd on the source driver imports two images made from this
 host's own trees (/usr/include with /usr/lib/python3.11, and /usr/share/doc:
@@ -15,10 +16,15 @@ that data-root and times, side by side:
 - GNU tar: ``tar -xpf`` of the same layer tars into an empty directory,
   the floor for writing those files at all.
 
-Prints each round and the median ratios (lower is better for us).
+``--dir`` is where the data-roots live (/dev/shm: tmpfs; /var/tmp: the
+disk). A pair with btrfs runs on a btrfs made on a loop file in that
+directory. ``--sync`` ends each timed step with sync(2), so that what is
+timed is on the disk. Prints each round and the median ratios (lower is
+better for us).
 """
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -34,6 +40,7 @@ sys.path.insert(0, ROOT)
 
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import migrate  # noqa: E402
 from tests.support.dockerd import dockerd  # noqa: E402
+from tests.support.loop import loop_filesystem  # noqa: E402
 
 TREES = {"strata/bench-dev:1": ["/usr/include", "/usr/lib/python3.11"], "strata/bench-doc:1": ["/usr/share/doc"]}
 
@@ -55,9 +62,14 @@ def build_template(work, source):
     return data_root, tars
 
 
+SYNC = False
+
+
 def timed(fn):
     start = time.monotonic()
     fn()
+    if SYNC:
+        os.sync()
     return time.monotonic() - start
 
 
@@ -83,31 +95,54 @@ def round_once(work, template, tars, source, target, n):
     return ours, save, load, gnu
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--source", default="vfs")
-    ap.add_argument("--target", default="overlay2")
-    ap.add_argument("--dir", default=None, help="where the data-roots live (default: a temp dir)")
-    args = ap.parse_args()
-    work = tempfile.mkdtemp(prefix="strata-bench-migrate-", dir=args.dir)
+@contextlib.contextmanager
+def workspace(where, pair):
+    """A work directory in ``where``; on a loop-file btrfs there for a pair
+    with btrfs (Docker's btrfs driver needs its data-root on one)."""
+    work = tempfile.mkdtemp(prefix="strata-bench-migrate-", dir=where)
     try:
-        template, tars = build_template(work, args.source)
-        print("%s -> %s, %d images from %s, %.0f MB of layer tars"
-              % (args.source, args.target, len(TREES), ", ".join(t for ts in TREES.values() for t in ts),
+        if "btrfs" not in pair:
+            yield work
+            return
+        with loop_filesystem("btrfs", size_mb=8192, directory=work) as mnt:
+            yield mnt
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def bench_pair(where, source, target, rounds):
+    with workspace(where, (source, target)) as work:
+        template, tars = build_template(work, source)
+        print("\n%s -> %s in %s%s, %d images from %s, %.0f MB of layer tars"
+              % (source, target, where, " (btrfs on a loop file)" if "btrfs" in (source, target) else "",
+                 len(TREES), ", ".join(t for ts in TREES.values() for t in ts),
                  sum(os.path.getsize(t) for t in tars) / 1e6))
         print("%-6s %10s %10s %10s %10s %16s %12s" % ("round", "ours s", "save s", "load s", "tar s",
                                                       "ours/(save+load)", "ours/tar"))
         vs_docker, vs_tar = [], []
-        for n in range(args.rounds):
-            ours, save, load, gnu = round_once(work, template, tars, args.source, args.target, n)
+        for n in range(rounds):
+            ours, save, load, gnu = round_once(work, template, tars, source, target, n)
             vs_docker.append(ours / (save + load))
             vs_tar.append(ours / gnu)
             print("%-6d %10.2f %10.2f %10.2f %10.2f %15.2fx %11.2fx" % (n + 1, ours, save, load, gnu,
                                                                        vs_docker[-1], vs_tar[-1]))
         print("median %49s %15.2fx %11.2fx" % ("", statistics.median(vs_docker), statistics.median(vs_tar)))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+
+
+def main():
+    global SYNC
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--pairs", default="vfs:overlay2",
+                    help="source:target,... (default vfs:overlay2)")
+    ap.add_argument("--dir", default=None, help="where the data-roots live (default: the temp dir)")
+    ap.add_argument("--sync", action="store_true", help="end each timed step with sync(2)")
+    args = ap.parse_args()
+    SYNC = args.sync
+    print("timed steps end with sync(2)" if SYNC else "timed steps do not sync")
+    for pair in args.pairs.split(","):
+        source, target = pair.split(":")
+        bench_pair(args.dir, source, target, args.rounds)
 
 
 if __name__ == "__main__":

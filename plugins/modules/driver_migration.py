@@ -80,6 +80,16 @@ options:
     description: Confirm O(remove_source=true).
     type: bool
     default: false
+  progress_file:
+    description:
+      - A file on the host where the migration writes how far it is, as JSON, replaced atomically as it goes
+        (at each phase, after each layer and container, and at least every 64 MiB of a layer, at most
+        once a second): C(phase) (V(layers), V(metadata), V(containers), V(done)), C(layers_done),
+        C(layers_total), C(bytes_done), C(bytes_total), C(containers_done), C(containers_total),
+        C(current) (the layer or container being copied) and C(seconds).
+      - Run the module with C(async) and read the file while polling; the C(strata.graphdriver.driver_migration)
+        role does that and prints the progress. Its directory is made when missing. Not written in check mode.
+    type: path
 notes:
   - Needs root. Runs no external command for vfs, overlay2 and fuse-overlayfs; btrfs and zfs targets call
     C(btrfs) and C(zfs) as Docker does.
@@ -123,6 +133,14 @@ EXAMPLES = r'''
     target: zfs
     target_options:
       - zfs.fsname=tank/docker
+
+- name: A long migration in the background, its progress in a file (the role polls and prints it)
+  strata.graphdriver.driver_migration:
+    target: overlay2
+    progress_file: /run/strata-graphdriver/migration.json
+  async: 7200
+  poll: 0
+  register: migration_job
 
 - name: Once the new driver is proven, free the old driver's space
   strata.graphdriver.driver_migration:
@@ -324,6 +342,7 @@ def main():
             target_options=dict(type='list', elements='str', default=[]),
             remove_source=dict(type='bool', default=False),
             force=dict(type='bool', default=False),
+            progress_file=dict(type='path'),
         ),
         supports_check_mode=True,
     )
@@ -353,7 +372,8 @@ def main():
             changed = (bool(plan.layers_to_copy or plan.containers_to_copy) or metadata_missing(data_root, plan, tags)
                        or p['remove_source'])
         else:
-            done = migrate.migrate(data_root, source, target, src_opts, dst_opts)
+            done = migrate.migrate(data_root, source, target, src_opts, dst_opts,
+                                   progress=migrate.ProgressFile(p['progress_file']) if p['progress_file'] else None)
             changed = done.changed
             if p['remove_source']:
                 migrate.remove_source(data_root, source, src_opts)

@@ -91,10 +91,14 @@ def test_images_survive_a_driver_switch(vfs_data_root, tmp_path):
     assert len(plan.containers) == 2 and plan.containers_to_copy == plan.containers
 
     seen = []
-    result = migrate.migrate(data_root, "vfs", "overlay2",
-                             progress=lambda done, total, chain: seen.append((done, total)))
+    result = migrate.migrate(data_root, "vfs", "overlay2", progress=seen.append)
     assert result.layers_copied == plan.layers_to_copy
-    assert seen == [(1, 2), (2, 2)]
+    layer_steps = [(s["layers_done"], s["layers_total"]) for s in seen if s["phase"] == "layers"]
+    assert layer_steps[-1] == (2, 2) and (1, 2) in layer_steps
+    bytes_seen = [s["bytes_done"] for s in seen]
+    assert bytes_seen == sorted(bytes_seen), "bytes done only grow"
+    assert seen[-1]["phase"] == "done" and seen[-1]["bytes_done"] == plan.bytes_to_copy
+    assert seen[-1]["containers_done"] == seen[-1]["containers_total"] == 2
 
     with dockerd_support.dockerd(str(tmp_path / "d-ovl"), "overlay2", data_root) as d:
         assert sorted(d.docker("images", "-q", "--no-trunc").split()) == ids_before

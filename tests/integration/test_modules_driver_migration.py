@@ -7,6 +7,7 @@ test gets its own copy of that data-root.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -196,6 +197,7 @@ class FleetHost(object):
         os.makedirs(workdir)
         self.data_root = copy_data_root(template, os.path.join(workdir, "docker"))
         self.conf = os.path.join(workdir, "daemon.json")
+        self.progress = os.path.join(workdir, "progress", "migration.json")
         self.socket = os.path.join(workdir, "docker.sock")
         # unix socket paths are short (containerd's live under the exec-root): keep it outside workdir
         os.makedirs(dockerd_support.SHORT_BASE, exist_ok=True)
@@ -228,8 +230,9 @@ class FleetHost(object):
             return json.dumps([ENGINE_CTL, action, self.dir])
         return ("%s ansible_connection=local ansible_python_interpreter=%s driver_migration_daemon_json=%s "
                 "driver_migration_docker_host=unix://%s 'driver_migration_stop_command=%s' "
-                "'driver_migration_start_command=%s' driver_migration_start_timeout=90"
-                % (self.name, HOST_PYTHON, self.conf, self.socket, ctl("stop"), ctl("start")))
+                "'driver_migration_start_command=%s' driver_migration_start_timeout=90 "
+                "driver_migration_poll_interval=0 driver_migration_progress_file=%s"
+                % (self.name, HOST_PYTHON, self.conf, self.socket, ctl("stop"), ctl("start"), self.progress))
 
 
 @pytest.fixture
@@ -293,8 +296,21 @@ def test_rolling_migration_of_a_fleet(fleet, template):
     assert [h for h, _ in stops] == ["node1", "node2"] and [h for h, _ in verified] == ["node1", "node2"]
     assert verified[0][1] < stops[1][1]
 
-    copies = [r["result"] for r in run.records if task_name(r).startswith("Carry the images")]
-    assert [len(c["layers_copied"]) for c in copies] == [2, 2]
+    # the module ran in the background; its result is the last status the role polled
+    copies = {r["host"]: r["result"] for r in run.records
+              if task_name(r) == "Has the migration ended" and r["result"].get("finished")}
+    assert [len(copies[h.name]["layers_copied"]) for h in hosts] == [2, 2]
+    for h in hosts:
+        polls = [r for r in run.records if r["host"] == h.name and task_name(r) == "Has the migration ended"]
+        lines = [r["result"]["msg"] for r in run.records if r["host"] == h.name and task_name(r) == "Progress"
+                 and r["status"] != "skipped"]
+        if len(polls) > 1:    # it was still running at a poll: what it had done then was printed
+            assert lines and all(re.match(r"vfs -> overlay2: \w+, layers \d/2, [\d.]+/[\d.]+ MiB, "
+                                          r"containers \d/\d, [\d.]+ s$", m) for m in lines), lines
+        with open(h.progress) as f:
+            final = json.load(f)
+        assert final["phase"] == "done" and final["layers_done"] == final["layers_total"] == 2
+        assert final["bytes_done"] == final["bytes_total"] == copies[h.name]["bytes_to_copy"]
     for h in hosts:
         assert h.engine().info()["Driver"] == "overlay2"
         assert h.image_ids() == ids

@@ -70,10 +70,11 @@ def mounted(dev, fstype, target=None, options=None):
 
 
 @contextlib.contextmanager
-def loop_filesystem(fstype, size_mb=256, options=None):
-    """A fresh ``fstype`` ('btrfs', 'xfs', 'xfs-noftype', 'ext4') on a loop file,
-    mounted at a temporary directory that is yielded."""
-    with loop_device(size_mb) as dev:
+def loop_filesystem(fstype, size_mb=256, options=None, directory=None):
+    """A fresh ``fstype`` ('btrfs', 'xfs', 'xfs-noftype', 'ext4') on a loop file
+    (in ``directory``, default the temp dir), mounted at a temporary
+    directory that is yielded."""
+    with loop_device(size_mb, directory) as dev:
         sh(*(MKFS[fstype] + [dev]))
         with mounted(dev, fstype, options=options) as mnt:
             yield mnt

@@ -29,6 +29,7 @@ import shutil
 import tempfile
 
 from . import engine, tarsplit
+from .archive import ChunkStream
 from .errors import ArchiveError, GraphDriverError, LayerNotFound
 from .fileutil import fsync_dir, locked, makedirs, remove_tree
 
@@ -165,9 +166,19 @@ class _Tee(object):
         return data
 
     def readinto(self, buf):
-        data = self.read(len(buf))
-        buf[:len(data)] = data
-        return len(data)
+        readinto = getattr(self._stream, "readinto", None)
+        if readinto is None:
+            data = self.read(len(buf))
+            buf[:len(data)] = data
+            return len(data)
+        n = readinto(buf)
+        if n:
+            data = memoryview(buf)[:n]
+            self._sha.update(data)
+            if self._dis is not None:
+                self._dis.feed(bytes(data))
+            self.bytes += n
+        return n
 
     def readable(self):
         return True
@@ -515,23 +526,31 @@ class LayerStore(object):
 
     def tar_stream_to(self, chain, out):
         """Write the layer's exact tar (from tar-split and the driver) to ``out``."""
+        stream = self.tar_stream(chain)
+        try:
+            shutil.copyfileobj(stream, out, 1024 * 1024)
+        finally:
+            stream.close()
+
+    def tar_stream(self, chain, check_crc=True):
+        """The layer's exact tar as a readable stream; close it when done.
+
+        ``check_crc=False``: for a reader that checks the DiffID itself
+        (see tarsplit.chunks).
+        """
         layer = self._load(chain)
         ts = os.path.join(layer.path, "tar-split.json.gz")
         if not os.path.exists(ts):
             # no tar-split (a driver reproducing exact diffs): ask the driver
             parent_cache = self._load(layer.parent).cache_id if layer.parent else None
-            stream = self.driver.diff(layer.cache_id, parent_cache)
-            try:
-                shutil.copyfileobj(stream, out, 1024 * 1024)
-            finally:
-                stream.close()
-            return layer
+            return self.driver.diff(layer.cache_id, parent_cache)
         root, release = self.driver.diff_dir(layer.cache_id)
         try:
-            tarsplit.assemble(tarsplit.read_entries(ts), root, out)
-        finally:
+            pieces = tarsplit.chunks(tarsplit.read_entries(ts), root, check_crc=check_crc)
+            return ChunkStream(pieces, on_close=release)
+        except BaseException:
             release()
-        return layer
+            raise
 
     def verify(self, chain):
         """Rebuild the layer's tar and check it against its DiffID.

@@ -25,7 +25,6 @@ part-way removes the target layers this run added.
 import json
 import os
 import shutil
-import threading
 import time
 
 from . import engine
@@ -36,6 +35,7 @@ from .fileutil import atomic_write, makedirs
 from .imagestore import ImageStore
 from .selection import check_driver
 from .layerstore import LayerStore
+from .tarsplit import TarSplitError
 
 # Copied as they are from image/<source>/ to image/<target>/: the image
 # configs and their metadata, and the registry digests of pulled layers.
@@ -60,6 +60,7 @@ class Plan(object):
         self.containers = []        # container ids carried (or to carry)
         self.containers_to_copy = []  # of those, the ones whose layers the target lacks or whose Driver is not it
         self.containers_copied = []
+        self.container_bytes = {}   # id -> bytes, of the containers the target lacks
         self.layers_copied = []
         self.metadata_changed = False
         self.seconds = 0.0
@@ -81,22 +82,17 @@ class Plan(object):
         }
 
 
-def _drivers(data_root, source, target, source_options, target_options):
-    if source == target:
-        raise MigrationError("source and target driver are both %s" % source)
-    # The source is read, never written: switching back is the rollback.
-    src = new(source, os.path.join(data_root, source), source_options, read_only=True)
-    dst = new(target, os.path.join(data_root, target), target_options)
-    return src, dst
-
-
 def plan(data_root, source, target, source_options=None, target_options=None):
     """The Plan, writing nothing (check mode). Refuses while an engine runs.
 
     Nothing may appear on disk here: an empty ``<data-root>/<target>`` alone
     would count as prior state for Docker's driver pick.
     """
-    data_root = os.path.abspath(data_root)
+    return _planned(os.path.abspath(data_root), source, target, source_options, target_options)[0]
+
+
+def _planned(data_root, source, target, source_options, target_options):
+    """(Plan, source layers parents first, source store), read-only."""
     engine.ensure_stopped(data_root)
     if source == target:
         raise MigrationError("source and target driver are both %s" % source)
@@ -106,13 +102,15 @@ def plan(data_root, source, target, source_options=None, target_options=None):
     if not os.path.isdir(os.path.join(data_root, "image", source, "layerdb")):
         raise MigrationError("%s has no %s layer store (image/%s/layerdb)"
                              % (data_root, source, source))
+    # The source is read, never written: switching back is the rollback.
     src = new(source, os.path.join(data_root, source), source_options, read_only=True)
     src_store = LayerStore(data_root, src, recover=False)
     dst_store = None
     if os.path.isdir(os.path.join(data_root, "image", target, "layerdb")):
         dst = new(target, os.path.join(data_root, target), target_options, read_only=True)
         dst_store = LayerStore(data_root, dst, recover=False)
-    return _plan(data_root, src_store, dst_store, target)[0]
+    p, layers = _plan(data_root, src_store, dst_store, target)
+    return p, layers, src_store
 
 
 def _plan(data_root, src_store, dst_store, target):
@@ -136,7 +134,8 @@ def _plan(data_root, src_store, dst_store, target):
                             or _container_driver(data_root, c) not in (None, target)]
     for mount in src_store.mounts():
         if dst_store is None or not dst_store.has_mount(mount.name):
-            p.bytes_to_copy += _container_bytes(src_store, mount)
+            p.container_bytes[mount.name] = _container_bytes(src_store, mount)
+            p.bytes_to_copy += p.container_bytes[mount.name]
     # Refused before anything is written: a target filled up half-way is a
     # failure at the worst moment (the engine is stopped).
     where = nearest_existing(os.path.join(data_root, target))
@@ -163,26 +162,30 @@ def migrate(data_root, source, target, source_options=None, target_options=None,
             progress=None):
     """Carry every image of ``source`` over to ``target``; returns the Plan.
 
-    ``progress(done, total, chain_id)`` is called after each layer copied.
+    ``progress(state)``, when given, is called as the work goes on: at each
+    phase, after each layer and container, and every 64 MiB within a
+    layer. ``state`` is a dict (see Progress.state) that can be written out
+    as JSON as it is.
     Idempotent: layers and images already in the target are not copied again.
     """
     started = time.monotonic()
     data_root = os.path.abspath(data_root)
     # Everything that refuses (engine, target support, space) before the
-    # target's home or layer store is made.
-    plan(data_root, source, target, source_options, target_options)
-    src, dst = _drivers(data_root, source, target, source_options, target_options)
-    src_store, dst_store = LayerStore(data_root, src, recover=False), LayerStore(data_root, dst)
-    p, layers = _plan(data_root, src_store, dst_store, target)
+    # target's home or layer store is made; what the target lacks does not
+    # change when it is opened for writing.
+    p, layers, src_store = _planned(data_root, source, target, source_options, target_options)
+    dst = new(target, os.path.join(data_root, target), target_options)
+    dst_store = LayerStore(data_root, dst)
+    meter = Progress(p, progress, started)
     todo = set(p.layers_to_copy)
     try:
         for layer in layers:
             if layer.chain_id not in todo:
                 continue
-            _copy_layer(src_store, dst_store, layer)
+            meter.layer_started(layer)
+            _copy_layer(src_store, dst_store, layer, meter)
             p.layers_copied.append(layer.chain_id)
-            if progress:
-                progress(len(p.layers_copied), len(todo), layer.chain_id)
+            meter.layer_done(layer)
     except BaseException:
         for chain in reversed(p.layers_copied):
             try:
@@ -190,13 +193,120 @@ def migrate(data_root, source, target, source_options=None, target_options=None,
             except GraphDriverError:
                 pass  # left for `gc`; the error below is the one that matters
         raise
+    meter.phase("metadata")
     p.metadata_changed = _copy_image_metadata(data_root, source, target)
-    _carry_containers(data_root, src_store, dst_store, p)
+    meter.phase("containers")
+    _carry_containers(data_root, src_store, dst_store, p, meter)
     p.seconds = time.monotonic() - started
+    meter.phase("done")
     return p
 
 
-def _carry_containers(data_root, src_store, dst_store, p):
+class Progress(object):
+    """Counts what a migration has done and reports it to a callback."""
+
+    EVERY = 64 * 1024 * 1024    # report within a layer this often
+
+    def __init__(self, plan, callback, started):
+        self.plan, self.callback, self.started = plan, callback, started
+        self.name = "layers"
+        self.layers_done = 0
+        self.bytes_done = 0         # of finished layers and containers
+        self.layer_bytes = 0        # of the layer being copied
+        self.reported_at = 0
+        self.current = None
+        self.current_size = 0
+        self.containers_done = 0
+
+    def state(self):
+        p = self.plan
+        return {
+            "phase": self.name, "source": p.source, "target": p.target,
+            "layers_done": self.layers_done, "layers_total": len(p.layers_to_copy),
+            "bytes_done": self.bytes_done + min(self.layer_bytes, self.current_size),
+            "bytes_total": p.bytes_to_copy,
+            "containers_done": self.containers_done, "containers_total": len(p.containers),
+            "current": self.current,
+            "seconds": round(time.monotonic() - self.started, 1),
+        }
+
+    def _report(self):
+        if self.callback is not None:
+            self.callback(self.state())
+
+    def phase(self, name):
+        self.name, self.current = name, None
+        self._report()
+
+    def layer_started(self, layer):
+        self.current, self.current_size, self.layer_bytes, self.reported_at = layer.chain_id, layer.size, 0, 0
+        self._report()
+
+    def read(self, n):
+        """``n`` more bytes of the current layer's tar were read."""
+        self.layer_bytes += n
+        if self.layer_bytes - self.reported_at >= self.EVERY:
+            self.reported_at = self.layer_bytes
+            self._report()
+
+    def layer_done(self, layer):
+        self.layers_done += 1
+        self.bytes_done += layer.size
+        self.current, self.current_size, self.layer_bytes = None, 0, 0
+        self._report()
+
+    def container_done(self, name, size):
+        self.containers_done += 1
+        self.bytes_done += size
+        self.current = name
+        self._report()
+
+
+class ProgressFile(object):
+    """A progress callback that keeps the latest state, as JSON, in a file
+    (replaced atomically: a reader never sees half of one)."""
+
+    EVERY = 1.0     # seconds between writes, but phase changes are always written
+
+    def __init__(self, path):
+        self.path = path
+        self.written_at = 0.0
+        self.phase = None
+        makedirs(os.path.dirname(path) or ".", 0o755)
+
+    def __call__(self, state):
+        now = time.monotonic()
+        if state["phase"] == self.phase and now - self.written_at < self.EVERY:
+            return
+        self.phase, self.written_at = state["phase"], now
+        atomic_write(self.path, json.dumps(state, sort_keys=True) + "\n", mode=0o644)
+
+
+class _Metered(object):
+    """A layer's tar stream that tells the Progress how much was read."""
+
+    def __init__(self, stream, meter):
+        self._stream, self._meter = stream, meter
+
+    def readinto(self, buf):
+        n = self._stream.readinto(buf)
+        if n:
+            self._meter.read(n)
+        return n
+
+    def read(self, n=-1):
+        data = self._stream.read(n)
+        self._meter.read(len(data))
+        return data
+
+    def readable(self):
+        return True
+
+    def close(self):
+        self._stream.close()
+
+
+def _carry_containers(data_root, src_store, dst_store, p, meter):
     """Every container's layers, then its Driver; on a failure the Drivers
     this run set are set back, so that the source engine still loads them."""
     flipped = []
@@ -211,48 +321,37 @@ def _carry_containers(data_root, src_store, dst_store, p):
             if _set_container_driver(data_root, mount.name, p.target):
                 flipped.append(mount.name)
                 p.metadata_changed = True
+            meter.container_done(mount.name, p.container_bytes.get(mount.name, 0))
     except BaseException:
         for name in flipped:
             _set_container_driver(data_root, name, p.source)
         raise
 
 
-def _copy_layer(src_store, dst_store, layer):
-    """Stream the source layer's exact tar into the target store."""
-    read_fd, write_fd = os.pipe()
-    reader, writer = os.fdopen(read_fd, "rb"), os.fdopen(write_fd, "wb")
-    failure = []
+def _copy_layer(src_store, dst_store, layer, meter):
+    """Apply the source layer's exact tar, read straight from its files, in
+    the target store.
 
-    def produce():
-        try:
-            src_store.tar_stream_to(layer.chain_id, writer)
-        except BaseException as e:  # reported after the consumer stops
-            failure.append(e)
-        finally:
-            try:
-                writer.close()
-            except OSError:
-                pass  # consumer gone: its error is raised instead
-
-    thread = threading.Thread(target=produce, name="migrate-" + layer.chain_id[7:19])
-    thread.start()
+    The source's tar-split describes that stream exactly (it was made from
+    it): it is copied, not disassembled again. The stream is hashed once,
+    against the DiffID, which also stands for tar-split's per-file CRC-64.
+    """
     try:
-        # The source's tar-split describes this stream exactly (it is built
-        # from it): copied, not disassembled again; the DiffID is still checked.
-        dst_store.register(reader, layer.parent, diff_id=layer.diff_id,
-                           tar_split=src_store.tar_split_path(layer.chain_id))
+        stream = src_store.tar_stream(layer.chain_id, check_crc=False)
     except GraphDriverError as e:
-        if failure:
-            raise MigrationError("layer %s: reading it from %s failed: %s"
-                                 % (layer.chain_id, src_store.driver.name, failure[0]))
+        raise MigrationError("layer %s: reading it from %s failed: %s"
+                             % (layer.chain_id, src_store.driver.name, e))
+    try:
+        dst_store.register(_Metered(stream, meter), layer.parent, diff_id=layer.diff_id,
+                           tar_split=src_store.tar_split_path(layer.chain_id))
+    except TarSplitError as e:
+        raise MigrationError("layer %s: reading it from %s failed: %s"
+                             % (layer.chain_id, src_store.driver.name, e))
+    except GraphDriverError as e:
         raise MigrationError("layer %s: writing it into %s failed: %s"
                              % (layer.chain_id, dst_store.driver.name, e))
     finally:
-        reader.close()
-        thread.join()
-    if failure:
-        raise MigrationError("layer %s: reading it from %s failed: %s"
-                             % (layer.chain_id, src_store.driver.name, failure[0]))
+        stream.close()
 
 
 def _copy_image_metadata(data_root, source, target):
