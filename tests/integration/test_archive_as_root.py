@@ -5,11 +5,15 @@ under setgid directories and default ACLs."""
 
 import io
 import os
+import shutil
 import stat
+import subprocess
+import tempfile
 
 import pytest
 
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import archive
+from tests.support.loop import loop_filesystem
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.tarstream import (
     END_OF_ARCHIVE, encode_header, iter_entries, padding)
 
@@ -125,3 +129,61 @@ def test_default_acl_does_not_change_modes(tmp_path):
     archive.apply_layer(str(layer), io.BytesIO(data))
     for name in ("a", "b"):
         assert stat.S_IMODE(os.lstat(str(layer / "acl" / name)).st_mode) == 0o644
+
+
+# -- cloning payloads from the files they were read from (a migration's stream) --------------------
+
+def _stream_of(src, names):
+    """A layer tar of ``names`` under ``src``, as a stream that says its payloads are those files."""
+    tar = io.BytesIO()
+    for name in names:
+        with open(os.path.join(src, name), "rb") as f:
+            tar.write(member(name, data=f.read()))
+    tar.write(bytes(1024))
+    stream = archive.ChunkStream(iter([tar.getvalue()]))
+    stream.files_root = src
+    return stream
+
+
+def _shared(path):
+    """Whether FIEMAP calls any extent of ``path`` shared (a reflink)."""
+    out = subprocess.run(["filefrag", "-v", path], stdout=subprocess.PIPE, universal_newlines=True,
+                         check=True).stdout
+    return "shared" in out
+
+
+BIG = os.urandom(3 * 1024 * 1024 + 5)
+SMALL = b"small file\n"
+
+
+@pytest.mark.skipif(shutil.which("mkfs.btrfs") is None, reason="btrfs-progs not installed")
+def test_big_payloads_are_cloned_on_a_filesystem_with_reflinks():
+    with loop_filesystem("btrfs", size_mb=256) as mnt:
+        src, dst = os.path.join(mnt, "src"), os.path.join(mnt, "dst")
+        os.mkdir(src)
+        os.mkdir(dst)
+        for name, data in (("big", BIG), ("small", SMALL)):
+            with open(os.path.join(src, name), "wb") as f:
+                f.write(data)
+        os.sync()   # extents allocated: FIEMAP shows them
+        archive.apply_layer(dst, _stream_of(src, ["big", "small"]))
+        os.sync()
+        for name, data in (("big", BIG), ("small", SMALL)):
+            with open(os.path.join(dst, name), "rb") as f:
+                assert f.read() == data
+        assert _shared(os.path.join(dst, "big")), "the big file was written, not cloned"
+        assert not _shared(os.path.join(dst, "small"))
+
+
+def test_without_reflinks_the_payload_is_written(tmp_path):
+    # /dev/shm: tmpfs has no FICLONE; a file that is not the payload's size is not cloned either
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as shm:
+        src, dst = os.path.join(shm, "src"), os.path.join(shm, "dst")
+        os.mkdir(src)
+        os.mkdir(dst)
+        with open(os.path.join(src, "big"), "wb") as f:
+            f.write(BIG)
+        stream = _stream_of(src, ["big"])
+        archive.apply_layer(dst, stream)
+        with open(os.path.join(dst, "big"), "rb") as f:
+            assert f.read() == BIG

@@ -9,8 +9,11 @@ Then: a second run copies nothing; a corrupted source layer stops the
 migration and leaves the target as it was; a running engine is refused.
 """
 
+import io
 import os
+import shutil
 import subprocess
+import tarfile
 
 import pytest
 
@@ -21,6 +24,7 @@ from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.lay
 from tests.support import dockerd as dockerd_support
 from tests.support import images
 from tests.support.host_state import differences, host_state
+from tests.support.loop import loop_filesystem
 
 
 @pytest.fixture
@@ -165,3 +169,30 @@ def test_refused_while_the_engine_runs(vfs_data_root, tmp_path):
         with pytest.raises(engine.EngineRunning):
             migrate.migrate(data_root, "vfs", "overlay2")
     assert not os.path.exists(os.path.join(data_root, "overlay2"))
+
+
+@pytest.mark.skipif(shutil.which("mkfs.btrfs") is None, reason="btrfs-progs not installed")
+def test_on_one_btrfs_the_target_shares_the_sources_extents():
+    """vfs -> btrfs on the same btrfs: the big files of the layers are reflinks
+    of the source's (FICLONE), not second copies, and still verify."""
+    big = os.urandom(2 * 1024 * 1024)
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w", format=tarfile.PAX_FORMAT) as t:
+        info = tarfile.TarInfo("opt/big.bin")
+        info.size = len(big)
+        t.addfile(info, io.BytesIO(big))
+    with loop_filesystem("btrfs", size_mb=256) as mnt:
+        data_root = os.path.join(mnt, "docker")
+        src = LayerStore(data_root, new("vfs", os.path.join(data_root, "vfs")))
+        layer = src.register(io.BytesIO(tar.getvalue()))
+        os.sync()
+        migrate.migrate(data_root, "vfs", "btrfs")
+        os.sync()
+        dst = LayerStore(data_root, new("btrfs", os.path.join(data_root, "btrfs")))
+        assert dst.verify(layer.chain_id).diff_id == layer.diff_id
+        path = os.path.join(data_root, "btrfs", "subvolumes", dst.get(layer.chain_id).cache_id, "opt", "big.bin")
+        with open(path, "rb") as f:
+            assert f.read() == big
+        frag = subprocess.run(["filefrag", "-v", path], stdout=subprocess.PIPE, universal_newlines=True,
+                              check=True).stdout
+        assert "shared" in frag, frag

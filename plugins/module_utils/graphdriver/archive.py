@@ -40,6 +40,7 @@ layer is to be kept anyway.
 """
 
 import errno
+import fcntl
 import io
 import os
 import posixpath
@@ -107,6 +108,11 @@ class ChunkStream(io.RawIOBase):
     # ``if self.closed`` carries a pylint disable: ``closed`` is io.IOBase's
     # flag, a C getset descriptor that astroid models as a class, so pylint
     # takes it for a constant (using-constant-test); at run time it is a bool.
+
+    # The directory the payloads are read from, when each is the file there
+    # that its entry names (a layer rebuilt from its tar-split): an applier
+    # may then clone those files (FICLONE) instead of writing their bytes.
+    files_root = None
 
     def __init__(self, chunks, on_close=None):
         super().__init__()
@@ -444,6 +450,10 @@ def export_changes(root, changes, on_close=None, lookup_names=False):
 
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_NEWFILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_FICLONE = 0x40049409           # linux/fs.h: _IOW(0x94, 9, int)
+_CLONE_MIN = 64 * 1024          # below this a write costs less than open + ioctl
+# Not between these two files (other filesystems, no reflinks): stop trying.
+_NO_CLONE = (errno.EXDEV, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTTY, errno.ENOSYS, errno.EPERM)
 _IGNORED_XATTR_ERRORS = (errno.ENOTSUP, errno.EPERM)
 _MAX_CACHED_DIRS = 2048
 
@@ -574,6 +584,8 @@ class _Applier(object):
         self.plnk = {}                      # aufs hard link dir: base -> (entry, stash name)
         self.entry = None
         self.plain_name = None
+        self.clone_root = None              # see ChunkStream.files_root
+        self.cloned = 0                     # bytes cloned rather than written
 
     def _who(self):
         return "layer %s" % self.layer if self.layer else "apply"
@@ -716,6 +728,9 @@ class _Applier(object):
     # -- the apply loop -----------------------------------------------------
     def run(self, stream):
         size = 0
+        root = getattr(stream, "files_root", None)
+        if root is not None:
+            self.clone_root = os.fsencode(root).rstrip(b"/")
         reader = tarstream.TarReader(stream)
         entries = iter(reader)
         peek = reader.peek_plain
@@ -829,7 +844,8 @@ class _Applier(object):
         new.add(name)
         try:
             payload = reader.consume_plain(plain)
-            if size:
+            if size and not (size >= _CLONE_MIN and self.clone_root is not None
+                             and self._clone(name, fd, size)):
                 n = os.write(fd, payload)
                 if n != size:
                     tarstream._write_all(fd, payload[n:])
@@ -876,8 +892,7 @@ class _Applier(object):
             self.journal.append(("c", name))
         new.add(name)
         try:
-            if e.data_size:
-                e.copy_to_fd(fd)
+            self._payload(e, name, fd)
             if need_chown:
                 os.fchown(fd, e.uid, e.gid)
             if need_chmod:
@@ -886,6 +901,37 @@ class _Applier(object):
         finally:
             os.close(fd)
         self.unpacked.add(name)
+        return True
+
+    def _payload(self, e, name, fd):
+        """The entry's data into ``fd``: cloned from the file it was read
+        from when the stream says where that is, else written."""
+        if not e.data_size:
+            return
+        if e.data_size >= _CLONE_MIN and self.clone_root is not None and self._clone(name, fd, e.data_size):
+            e.skip()    # still read: the stream is hashed
+        else:
+            e.copy_to_fd(fd)
+
+    def _clone(self, name, fd, size):
+        """Share the extents of the source file ``name`` (under clone_root)
+        with the new file ``fd``. False: write the payload instead."""
+        try:
+            src = os.open(self.clone_root + b"/" + name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return False    # the stream reader reports what is wrong with it
+        try:
+            if os.fstat(src).st_size != size:
+                return False
+            fcntl.ioctl(fd, _FICLONE, src)
+        except OSError as err:
+            if err.errno in _NO_CLONE:
+                self.clone_root = None
+                return False
+            raise
+        finally:
+            os.close(src)
+        self.cloned += size
         return True
 
     def _apply(self, e):
@@ -971,8 +1017,7 @@ class _Applier(object):
         fd = self._create_file(rel, parent, pfd, base)
         try:
             if data_from is None:
-                if e.data_size:
-                    e.copy_to_fd(fd)
+                self._payload(e, rel, fd)
             else:
                 _copy_fd(data_from, fd)
             if self.chown:

@@ -183,6 +183,10 @@ class _Tee(object):
     def readable(self):
         return True
 
+    @property
+    def files_root(self):
+        return getattr(self._stream, "files_root", None)
+
     def close(self):
         pass
 
@@ -547,7 +551,9 @@ class LayerStore(object):
         root, release = self.driver.diff_dir(layer.cache_id)
         try:
             pieces = tarsplit.chunks(tarsplit.read_entries(ts), root, check_crc=check_crc)
-            return ChunkStream(pieces, on_close=release)
+            stream = ChunkStream(pieces, on_close=release)
+            stream.files_root = root
+            return stream
         except BaseException:
             release()
             raise

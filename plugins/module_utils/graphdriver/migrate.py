@@ -302,6 +302,10 @@ class _Metered(object):
     def readable(self):
         return True
 
+    @property
+    def files_root(self):
+        return getattr(self._stream, "files_root", None)
+
     def close(self):
         self._stream.close()
 
