@@ -16,6 +16,7 @@ from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver imp
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import btrfs  # noqa: F401
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import devicemapper  # noqa: F401
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import fuse_overlayfs  # noqa: F401
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import overlay  # noqa: F401
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import overlay2  # noqa: F401
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import vfs  # noqa: F401
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import zfs  # noqa: F401

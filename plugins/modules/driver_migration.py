@@ -45,9 +45,11 @@ options:
       - The storage driver whose images are carried.
       - Defaults to the C(storage-driver) that O(daemon_json) declares, unless that is O(target); else to the one
         driver other than O(target) that holds state under the data-root (its home or its C(image/<driver>) store).
-      - V(aufs) is a source only, read without the aufs kernel module (Docker removed aufs in Engine 24).
+      - V(aufs) and V(overlay) (Docker's legacy overlay driver, not overlay2) are sources only, read from their
+        directories without mounting anything, aufs without the aufs kernel module. Docker deprecated both and
+        removed them in Engine 24.
     type: str
-    choices: [aufs, btrfs, devicemapper, fuse-overlayfs, overlay2, vfs, zfs]
+    choices: [aufs, btrfs, devicemapper, fuse-overlayfs, overlay, overlay2, vfs, zfs]
   data_root:
     description:
       - Docker's data-root.
@@ -84,7 +86,7 @@ options:
     description:
       - A file on the host where the migration writes how far it is, as JSON, replaced atomically as it goes
         (at each phase, after each layer and container, and at least every 64 MiB of a layer, at most
-        once a second): C(phase) (V(layers), V(metadata), V(containers), V(done)), C(layers_done),
+        once a second), with the keys C(phase) (V(layers), V(metadata), V(containers), V(done)), C(layers_done),
         C(layers_total), C(bytes_done), C(bytes_total), C(containers_done), C(containers_total),
         C(current) (the layer or container being copied) and C(seconds).
       - Run the module with C(async) and read the file while polling; the C(strata.graphdriver.driver_migration)
@@ -247,7 +249,7 @@ from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.ima
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.layerstore import LayerStore
 
 DRIVERS = ['btrfs', 'devicemapper', 'fuse-overlayfs', 'overlay2', 'vfs', 'zfs']
-SOURCES = ['aufs'] + DRIVERS
+SOURCES = sorted(['aufs', 'overlay'] + DRIVERS)   # aufs and overlay: read-only sources
 
 
 def _has_entries(path):

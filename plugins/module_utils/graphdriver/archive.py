@@ -429,7 +429,9 @@ def _changes_chunks(root, changes, lookup_names):
             rel = p.lstrip(b"/")
             if not rel:
                 continue
-            yield from appender.entry(root + b"/" + rel, rel)
+            path = root(change.path) if callable(root) else root + b"/" + rel
+            if path is not None:    # None: not there, which Docker logs and skips
+                yield from appender.entry(_fs(path), rel)
     yield END_OF_ARCHIVE
 
 
@@ -438,9 +440,12 @@ def export_changes(root, changes, on_close=None, lookup_names=False):
 
     Deletions become empty ``.wh.<name>`` entries stamped now; the rest are
     written from ``root`` in path order, hard links kept. ``lookup_names`` as
-    for :func:`tar_tree`.
+    for :func:`tar_tree`. ``root`` may instead be a function of a change's
+    path ('/etc/hosts') giving the file to write, None when there is none:
+    a tree read from several directories (changes.Union.path).
     """
-    root = _fs(os.path.abspath(root))
+    if not callable(root):
+        root = _fs(os.path.abspath(root))
     return ChunkStream(_changes_chunks(root, list(changes), lookup_names), on_close)
 
 

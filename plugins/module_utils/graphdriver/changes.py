@@ -10,6 +10,10 @@
   change is itself reported changed (the root never is).
 * :func:`overlay_changes` / :func:`aufs_changes` — ``OverlayChanges`` /
   ``AUFSChanges``: walk only the upper layer, whiteouts are deletions.
+* :class:`Union` and :func:`union_changes` — ``ChangesDirs`` of two overlay
+  mounts without mounting them: each tree is read from its layer
+  directories as the kernel would show it (legacy overlay's container
+  layers, which Docker only ever diffed mounted).
 * :func:`changes_size` — ``ChangesSize``.
 
 Results are sorted by path (Docker sorts them before exporting).
@@ -23,6 +27,10 @@ from .errors import GraphDriverError
 
 CAPABILITY_XATTR = "security.capability"
 OPAQUE_XATTR = "trusted.overlay.opaque"
+# Set by kernels with redirect_dir or metacopy on: the real data is then
+# elsewhere in a lower layer, which only the kernel resolves.
+REDIRECT_XATTR = "trusted.overlay.redirect"
+METACOPY_XATTR = "trusted.overlay.metacopy"
 _S_IFDIR = stat.S_IFDIR
 
 
@@ -287,15 +295,25 @@ def aufs_changes(lower_dirs, rw_dir):
 
 def changes_size(root, changes):
     """Docker's ChangesSize: lstat sizes of non-directory A/C entries,
-    each hard-linked inode counted once."""
-    root_b = os.fsencode(os.path.abspath(root))
+    each hard-linked inode counted once. ``root`` may be a function of a
+    change's path giving the file to measure (see Union.path)."""
+    if callable(root):
+        where = root
+    else:
+        root_b = os.fsencode(os.path.abspath(root))
+
+        def where(path):
+            return root_b + os.fsencode(path)
     size = 0
     seen = set()
     for c in changes:
         if c.kind not in (ADD, CHANGE):
             continue
+        path = where(c.path)
+        if path is None:
+            continue
         try:
-            st = os.lstat(root_b + os.fsencode(c.path))
+            st = os.lstat(path)
         except OSError:
             continue        # Docker logs and goes on
         if stat.S_ISDIR(st.st_mode):
@@ -306,3 +324,153 @@ def changes_size(root, changes):
             seen.add(st.st_ino)
         size += st.st_size
     return size
+
+
+def _is_whiteout(st):
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+class Union(object):
+    """The tree an overlay mount of ``layers`` (directories, top first, the
+    last one the lowest) would show, read from the directories.
+
+    The kernel's rules (fs/overlayfs namei.c, readdir.c): the topmost entry
+    of a name is shown; a 0/0 character device hides the name below it; a
+    directory merges the same-named directories below it until one is a
+    non-directory or it is opaque (``trusted.overlay.opaque=y``). An entry
+    that a redirect or metacopy xattr points elsewhere is refused: only the
+    kernel can follow those. A single layer is a plain tree (no whiteouts):
+    Docker reads a base layer without mounting it.
+    """
+
+    def __init__(self, layers):
+        self.layers = [os.path.abspath(os.fsdecode(p)) for p in layers]
+        self.bottom = len(self.layers) - 1
+        self.root = self._merge([(i, p, os.lstat(p)) for i, p in enumerate(self.layers)])
+
+    def _opaque(self, path, st):
+        """Whether an upper entry is an opaque directory; refuses redirects."""
+        try:
+            names = os.listxattr(path, follow_symlinks=False)
+        except OSError:
+            return False
+        for name in (REDIRECT_XATTR, METACOPY_XATTR):
+            if name in names:
+                raise GraphDriverError(
+                    "%s has %s: written by an overlay mount with redirect_dir or metacopy on, "
+                    "which only the kernel can read back" % (path, name))
+        if stat.S_ISDIR(st.st_mode) and OPAQUE_XATTR in names:
+            return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+        return False
+
+    def _merge(self, found):
+        """What the union shows of one name, from its entries in each layer
+        [(layer index, path, lstat)], top first: the shown entry first, then
+        the directories merged into it; empty when the name is hidden."""
+        shown = []
+        for i, path, st in found:
+            if self.bottom and _is_whiteout(st):
+                break
+            isdir = stat.S_ISDIR(st.st_mode)
+            if shown and not isdir:
+                break
+            opaque = i < self.bottom and self._opaque(path, st)
+            shown.append((i, path, st))
+            if not isdir or opaque:
+                break
+        return shown
+
+    def entries(self, shown):
+        """name -> shown entries, of the directory ``shown`` (a _merge result)."""
+        found = {}
+        for i, path, _ in shown:
+            with os.scandir(path) as it:
+                for e in it:
+                    found.setdefault(e.name, []).append((i, e.path, e.stat(follow_symlinks=False)))
+        out = {}
+        for name, entries in found.items():
+            got = self._merge(entries)     # found top layer first, as shown is ordered
+            if got:
+                out[name] = got
+        return out
+
+    def path(self, rel):
+        """The file shown at ``rel`` ('/etc/hosts'; str or bytes), or None."""
+        shown = self.root
+        for part in os.fsdecode(rel).split("/"):
+            if not part:
+                continue
+            if not stat.S_ISDIR(shown[0][2].st_mode):
+                return None
+            found = []
+            for i, path, _ in shown:
+                child = os.path.join(path, part)
+                try:
+                    found.append((i, child, os.lstat(child)))
+                except (FileNotFoundError, NotADirectoryError):
+                    pass
+            shown = self._merge(found)
+            if not shown:
+                return None
+        return shown[0][1]
+
+
+def _identity(shown):
+    return [(st.st_dev, st.st_ino) for _, _, st in shown]
+
+
+def union_changes(new, old=None):
+    """ChangesDirs of the mounts of Union ``new`` and Union ``old`` (None:
+    an empty tree), compared as :func:`changes_dirs` compares two trees.
+    Entries that are the same files in both (the shared lower layer) are
+    pruned unseen, as changes_dirs prunes equal inodes."""
+    out = []
+
+    def added(rel, union, shown):
+        for name, got in union.entries(shown).items():
+            crel = rel + "/" + name
+            out.append((crel, ADD))
+            if stat.S_ISDIR(got[0][2].st_mode):
+                added(crel, union, got)
+
+    def walk(rel, nshown, oshown):
+        old_entries = old.entries(oshown)
+        for name, n in new.entries(nshown).items():
+            crel = rel + "/" + name
+            o = old_entries.pop(name, None)
+            nst = n[0][2]
+            if o is None:
+                out.append((crel, ADD))
+                if stat.S_ISDIR(nst.st_mode):
+                    added(crel, new, n)
+                continue
+            if _identity(n) == _identity(o):
+                continue
+            ost = o[0][2]
+            changed = _stat_different(ost, nst) or _cap(n[0][1]) != _cap(o[0][1])
+            at = len(out)
+            if changed:
+                out.append((crel, CHANGE))
+            if stat.S_ISDIR(nst.st_mode):
+                before = len(out)
+                if stat.S_ISDIR(ost.st_mode):
+                    walk(crel, n, o)
+                else:
+                    added(crel, new, n)
+                if len(out) > before and not changed:
+                    out.insert(at, (crel, CHANGE))
+        for name in old_entries:
+            out.append((rel + "/" + name, DELETE))
+
+    try:
+        if old is None:
+            added("", new, new.root)
+        else:
+            walk("", new.root, old.root)
+    except RecursionError:
+        raise GraphDriverError("changes of %s: tree too deep" % ":".join(new.layers))
+    except OSError as e:
+        raise GraphDriverError("changes of %s against %s: %s: %s"
+                               % (":".join(new.layers), ":".join(old.layers) if old else "nothing",
+                                  e.filename, e.strerror))
+    return _sorted_changes(out)

@@ -26,6 +26,7 @@ _MODULES = {
     "btrfs": "btrfs",
     "devicemapper": "devicemapper",
     "fuse-overlayfs": "fuse_overlayfs",
+    "overlay": "overlay",
     "overlay2": "overlay2",
     "vfs": "vfs",
     "zfs": "zfs",
@@ -40,8 +41,8 @@ def register(cls):
 
 
 # Kept for reading old stores (a migration's source), never a host's choice:
-# no kernel this library meets has aufs, and Docker 24 dropped it.
-SOURCES_ONLY = ("aufs",)
+# Docker 24 dropped both, and no kernel this library meets has aufs.
+SOURCES_ONLY = ("aufs", "overlay")
 
 
 def registered():
