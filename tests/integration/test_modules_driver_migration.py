@@ -296,17 +296,16 @@ def test_rolling_migration_of_a_fleet(fleet, template):
     assert [h for h, _ in stops] == ["node1", "node2"] and [h for h, _ in verified] == ["node1", "node2"]
     assert verified[0][1] < stops[1][1]
 
-    # the module ran in the background; its result is the last status the role polled
+    # the module ran in the background; migration_wait returns its result
     copies = {r["host"]: r["result"] for r in run.records
-              if task_name(r) == "Has the migration ended" and r["result"].get("finished")}
+              if task_name(r) == "Wait for the migration, printing its progress"}
     assert [len(copies[h.name]["layers_copied"]) for h in hosts] == [2, 2]
     for h in hosts:
-        polls = [r for r in run.records if r["host"] == h.name and task_name(r) == "Has the migration ended"]
-        lines = [r["result"]["msg"] for r in run.records if r["host"] == h.name and task_name(r) == "Progress"
-                 and r["status"] != "skipped"]
-        if len(polls) > 1:    # it was still running at a poll: what it had done then was printed
-            assert lines and all(re.match(r"vfs -> overlay2: \w+, layers \d/2, [\d.]+/[\d.]+ MiB, "
-                                          r"containers \d/\d, [\d.]+ s$", m) for m in lines), lines
+        line = copies[h.name]["progress"]
+        if line is not None:    # it was still running at a poll: what it had done then was printed
+            assert re.match(r"vfs -> overlay2: \w+, layers \d/2, [\d.]+/[\d.]+ MiB, "
+                            r"containers \d/\d, [\d.]+ s$", line), line
+            assert "%s: %s" % (h.name, line) in run.stdout
         with open(h.progress) as f:
             final = json.load(f)
         assert final["phase"] == "done" and final["layers_done"] == final["layers_total"] == 2
@@ -364,3 +363,42 @@ def test_failed_host_rolls_back_and_stops_the_rollout(fleet, template, tmp_path,
     assert open(second.conf).read() == conf_before[1]
     assert second.engine().info()["Driver"] == "vfs" and second.image_ids() == ids
     assert not os.path.exists(os.path.join(second.data_root, "overlay2"))
+
+
+def test_migration_wait_prints_progress_and_returns_the_jobs_result(tmp_path):
+    """The role's waiting task on a job that outlasts several polls: one task, a line per change of
+    the progress file, then the job's own result (here a command's), its result file removed."""
+    progress = tmp_path / "progress.json"
+    state = {"phase": "layers", "source": "vfs", "target": "overlay2", "layers_done": 1, "layers_total": 3,
+             "bytes_done": 3 * 1048576, "bytes_total": 9 * 1048576, "containers_done": 0,
+             "containers_total": 2, "current": None, "seconds": 1.5}
+    progress.write_text(json.dumps(state))
+    playbook = tmp_path / "wait.yml"
+    playbook.write_text("""
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: A job that takes a while
+      ansible.builtin.command: sh -c 'sleep 2; echo job-done'
+      async: 60
+      poll: 0
+      register: job
+    - name: Wait
+      strata.graphdriver.migration_wait:
+        jid: "{{ job.ansible_job_id }}"
+        progress_file: %s
+        interval: 0.2
+      register: waited
+    - name: The job's result file is gone
+      ansible.builtin.stat:
+        path: "{{ job.results_file }}"
+      register: results_file
+""" % progress)
+    run = run_playbook(str(playbook))
+    assert run.rc == 0, run.stdout[-3000:]
+    waited = [r["result"] for r in run.records if task_name(r) == "Wait"][0]
+    assert waited["finished"] and waited["stdout"] == "job-done" and waited["rc"] == 0
+    assert waited["progress"] == "vfs -> overlay2: layers, layers 1/3, 3.0/9.0 MiB, containers 0/2, 1.5 s"
+    assert run.stdout.count("localhost: " + waited["progress"]) == 1, "printed once, while it did not change"
+    assert [r["result"]["stat"]["exists"] for r in run.records if task_name(r) == "The job's result file is gone"] \
+        == [False]

@@ -120,7 +120,7 @@ def test_the_rollouts(lab):
         mine = [r for r in run if r["host"] == lab.name]
         failed = [(task_name(r), r["result"]["msg"]) for r in mine if r["status"] == "failed"]
         # the migration refused up front; the rescue put the host back, then failed it
-        assert [name for name, _ in failed] == ["Has the migration ended", "Say what failed"], failed
+        assert [name for name, _ in failed] == ["Wait for the migration, printing its progress", "Say what failed"], failed
         needs, where, free = SPACE_REFUSAL.search(failed[0][1]).groups()
         assert where == lab.data_root and int(needs) > int(free)
         ran = [task_name(r) for r in mine if r["status"] == "ok"]

@@ -383,7 +383,7 @@ class Union(object):
     def entries(self, shown):
         """name -> shown entries, of the directory ``shown`` (a _merge result)."""
         found = {}
-        for i, path, _ in shown:
+        for i, path, dummy in shown:
             with os.scandir(path) as it:
                 for e in it:
                     found.setdefault(e.name, []).append((i, e.path, e.stat(follow_symlinks=False)))
@@ -403,7 +403,7 @@ class Union(object):
             if not stat.S_ISDIR(shown[0][2].st_mode):
                 return None
             found = []
-            for i, path, _ in shown:
+            for i, path, dummy in shown:
                 child = os.path.join(path, part)
                 try:
                     found.append((i, child, os.lstat(child)))
@@ -416,7 +416,7 @@ class Union(object):
 
 
 def _identity(shown):
-    return [(st.st_dev, st.st_ino) for _, _, st in shown]
+    return [(st.st_dev, st.st_ino) for dummy_i, dummy_path, st in shown]
 
 
 def union_changes(new, old=None):
