@@ -10,6 +10,7 @@ thin pools exist (so here they skip, saying so, and the VM runs them).
 import json
 import os
 import re
+import shutil
 import subprocess
 
 import pytest
@@ -82,6 +83,9 @@ def home(tmp_path):
         yield path
     finally:
         backend_devicemapper.teardown(path)
+        # the VM's /tmp is a tmpfs (half its memory): each pool's written
+        # blocks would stay there and fill it for the tests after
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def start(home, **extra):
@@ -331,6 +335,36 @@ def test_dm_restart_keeps_layers(home):
         drv.put("l2")
     finally:
         drv.cleanup()
+
+
+@needs_dm
+def test_dm_read_only_reads_a_stopped_store(home):
+    """A migration source is opened read-only, after its engine's Shutdown
+    removed the pool: its layers read (the pool is made again from the loop
+    files), its metadata is not written, and once the last layer is put
+    no device is left."""
+    drv = start(home)
+    try:
+        drv.create("l1")
+        with open(os.path.join(drv.get("l1"), "hello"), "w") as f:
+            f.write("world")
+        drv.put("l1")
+        drv.create("l2", "l1")
+    finally:
+        drv.cleanup()
+    meta = os.path.join(home, "metadata")
+    before = {n: open(os.path.join(meta, n), "rb").read() for n in os.listdir(meta)}
+    ro = new("devicemapper", home, backend_devicemapper.OPTIONS, read_only=True)
+    assert backend_devicemapper.leftover_devices(home) == [], "opening makes no device"
+    try:
+        with open(os.path.join(ro.get("l2"), "hello")) as f:
+            assert f.read() == "world"
+        ro.put("l2")
+        assert ro.changes("l2", "l1") == []
+        assert backend_devicemapper.leftover_devices(home) == [], "the last put removes the pool it made"
+    finally:
+        ro.cleanup()
+    assert {n: open(os.path.join(meta, n), "rb").read() for n in os.listdir(meta)} == before
 
 
 @needs_dm

@@ -41,7 +41,7 @@ from .driver import check_id, register
 from .errors import (CommandError, GraphDriverError, LayerExists, LayerNotFound,
                      PrerequisitesMissing, QuotaError)
 from .fileutil import atomic_write, locked, makedirs, mkdir
-from .mount import is_mountpoint, mount, unmount
+from .mount import MS_RDONLY, is_mountpoint, mount, unmount
 from .naive import NaiveDiffDriver
 from .projectquota import parse_size
 from .refcount import RUN_DIR, RefCounter
@@ -156,8 +156,11 @@ class DeviceMapperDriver(NaiveDiffDriver):
         problem = kernel_support_problem()
         if problem:
             raise PrerequisitesMissing(self.name, problem)
+        self._refs = RefCounter(self.name, self.home)
+        self._own_pool = False
         if read_only:
             self._check_pool_exists()
+            self._open_read_only()
             return
         parent = os.path.dirname(self.home)
         if not os.path.isdir(parent):
@@ -168,7 +171,6 @@ class DeviceMapperDriver(NaiveDiffDriver):
         st = os.stat(self.home)
         self.device_prefix = "docker-%d:%d-%d" % (os.major(st.st_dev), os.minor(st.st_dev),
                                                   st.st_ino)
-        self._refs = RefCounter(self.name, self.home)
         makedirs(self._refs.dir, 0o700)
         self.transaction_id = 0
         self.open_transaction_id = 0
@@ -446,6 +448,37 @@ class DeviceMapperDriver(NaiveDiffDriver):
         elif not os.path.exists("/dev/loop-control"):
             raise PrerequisitesMissing(self.name, "loop-lvm needs loop devices (/dev/loop-control)")
 
+    def _open_read_only(self):
+        """What reading an existing store needs, making nothing: the pool
+        is activated by the first get (a migration source's engine is
+        stopped, and Docker's Shutdown removed it)."""
+        if not os.path.isdir(self.home):
+            return
+        st = os.stat(self.home)
+        self.device_prefix = "docker-%d:%d-%d" % (os.major(st.st_dev), os.minor(st.st_dev),
+                                                  st.st_ino)
+        self.base_filesystem = ""
+        self._load_device_set_metadata()
+        self.filesystem = self.base_filesystem or self.filesystem
+
+    def _ensure_pool(self):
+        if self._exists(self.pool_name):
+            return
+        for name in ("data", "metadata"):
+            if not os.path.isfile(os.path.join(self.loopback_dir, name)):
+                raise GraphDriverError("devmapper: no thin pool %s and no loop file %s to "
+                                       "make it from" % (self.pool_name,
+                                                         os.path.join(self.loopback_dir, name)))
+        self._create_loopback_pool()
+        self._own_pool = True
+
+    def _release_pool(self):
+        """Read-only, the pool this driver made goes once nothing is mounted:
+        the host is left as found (autoclear then frees the loop devices)."""
+        if self._own_pool and not self._refs.active():
+            _dmsetup("remove", self.pool_name)
+            self._own_pool = False
+
     def _init_devmapper(self):
         created_loopback = False
         if not self._exists(self.pool_name):
@@ -473,8 +506,9 @@ class DeviceMapperDriver(NaiveDiffDriver):
         created = not os.path.exists(path)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            # truncate makes it sparse: no block is written until used
-            if os.fstat(fd).st_size < size:
+            # truncate makes it sparse: no block is written until used;
+            # read-only, the files are used as they are
+            if os.fstat(fd).st_size < size and not self.read_only:
                 os.ftruncate(fd, size)
         finally:
             os.close(fd)
@@ -689,19 +723,24 @@ class DeviceMapperDriver(NaiveDiffDriver):
                 raise LayerNotFound(id, self.metadata_file(id))
             if count.value == 0 or not is_mountpoint(mnt):
                 mkdir(mnt, 0o755)
+                if self.read_only:
+                    self._ensure_pool()
                 self._activate(info)
                 try:
-                    mount("/dev/mapper/" + self.dm_name(id), mnt, self.filesystem, 0,
-                          self._mount_data())
+                    mount("/dev/mapper/" + self.dm_name(id), mnt, self.filesystem,
+                          MS_RDONLY if self.read_only else 0, self._mount_data())
                 except BaseException:
                     self._deactivate(info)
+                    if self.read_only:
+                        self._release_pool()
                     raise
                 count.value = 0
             count.value += 1
-            mkdir(rootfs, 0o755)
+            if not (self.read_only and os.path.isdir(rootfs)):
+                mkdir(rootfs, 0o755)
             # Docker writes the layer id next to rootfs on first Get.
             id_file = os.path.join(mnt, "id")
-            if not os.path.exists(id_file):
+            if not os.path.exists(id_file) and not self.read_only:
                 atomic_write(id_file, id, 0o600)
             return rootfs
 
@@ -718,6 +757,9 @@ class DeviceMapperDriver(NaiveDiffDriver):
             if info is not None:
                 self._deactivate(info)
             # Docker leaves the empty mountpoint; Remove deletes it.
+        if self.read_only:
+            with self._locked():
+                self._release_pool()
 
     def exists(self, id):
         info = self.lookup(check_id(id))
@@ -780,12 +822,15 @@ class DeviceMapperDriver(NaiveDiffDriver):
                 if is_mountpoint(mnt):
                     unmount(mnt, 0)
                 self._refs.forget(id)
+            if self.read_only and not self._own_pool:
+                return      # a pool this driver did not activate stays as found
             for hash in list(self._device_files()):
                 info = self.lookup(hash)
                 if info is not None:
                     self._deactivate(info)
             if not self.thin_pool_device and self._exists(self.pool_name):
                 _dmsetup("remove", self.pool_name)
+            self._own_pool = False
 
 
 def _active_dm_names():
