@@ -599,11 +599,15 @@ class LayerStore(object):
 
     # --- orphans and recovery -------------------------------------------------
     def referenced_ids(self):
-        ids = {l.cache_id for l in self.layers()}
-        for m in self.mounts():
-            ids.add(m.mount_id)
-            if m.init_id:
-                ids.add(m.init_id)
+        """Driver layer ids the layerdb names: read from each entry's own
+        files, so that an entry with broken metadata still keeps its layer."""
+        ids = set()
+        for kind, files in (("sha256", ("cache-id",)), ("mounts", ("mount-id", "init-id"))):
+            base = os.path.join(self.root, kind)
+            for name in os.listdir(base) if os.path.isdir(base) else []:
+                if (kind == "sha256" and not _HEX_RE.match(name)) or not os.path.isdir(os.path.join(base, name)):
+                    continue    # marked removals are _recover's
+                ids.update(filter(None, (_read(os.path.join(base, name, f)) for f in files)))
         return ids
 
     def orphans(self):

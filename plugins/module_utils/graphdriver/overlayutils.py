@@ -65,6 +65,23 @@ def supports_overlay(testdir, multiple_lowers=True):
     """
     if os.environ.get("_DOCKERD_ROOTLESS_SELINUX") == "1":
         return "overlay is not supported for Rootless with SELinux"
+    with _times_kept(testdir):
+        return _try_overlay_mount(testdir, multiple_lowers)
+
+
+@contextlib.contextmanager
+def _times_kept(path):
+    """The check's temp dir leaves ``path``'s times as they were: a support
+    check (check mode, a migration's read-only source) changes nothing."""
+    st = os.stat(path)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _try_overlay_mount(testdir, multiple_lowers):
     try:
         td = tempfile.mkdtemp(prefix="check-overlayfs-support", dir=testdir)
     except OSError as e:
@@ -96,13 +113,14 @@ def supports_d_type(path):
     ftype=0) report DT_UNKNOWN (0). Python's scandir hides d_type, and
     falls back to stat silently, so it cannot tell.
     """
-    td = tempfile.mkdtemp(prefix="supports-dtype", dir=path)
-    try:
-        with open(os.path.join(td, "file"), "w"):
-            pass
-        return _d_type_of(td, "file") not in (None, DT_UNKNOWN)
-    finally:
-        shutil.rmtree(td, ignore_errors=True)
+    with _times_kept(path):
+        td = tempfile.mkdtemp(prefix="supports-dtype", dir=path)
+        try:
+            with open(os.path.join(td, "file"), "w"):
+                pass
+            return _d_type_of(td, "file") not in (None, DT_UNKNOWN)
+        finally:
+            shutil.rmtree(td, ignore_errors=True)
 
 
 DT_UNKNOWN = 0
