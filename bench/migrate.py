@@ -66,6 +66,8 @@ SYNC = False
 
 
 def timed(fn):
+    if SYNC:
+        os.sync()   # what earlier steps left dirty (the data-root copy) is not this step's
     start = time.monotonic()
     fn()
     if SYNC:
