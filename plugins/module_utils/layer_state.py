@@ -14,10 +14,8 @@ __metaclass__ = type
 
 import gzip
 import hashlib
-import os
 
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.refcount import RefCounter
 
 
 class LayerRefused(GraphDriverError):
@@ -43,38 +41,10 @@ def open_tar(path):
     return f
 
 
-def counts_mounts(drv):
-    """Whether the driver mounts layers and counts Get/Put (overlay2, zfs …)."""
-    return any(isinstance(v, RefCounter) for v in vars(drv).values())
-
-
-def mounts_layer(drv, layer_id, parent=None):
-    """Whether Get of this layer mounts something (and is counted).
-
-    vfs and btrfs layers are plain directories: Docker's Get returns the
-    directory and Put does nothing. overlay2's base layer (no ``lower``
-    file) is its ``diff`` directory, never mounted. Such a layer is
-    "mounted" whenever it exists. ``parent`` tells for a layer not made yet.
-    """
-    if not counts_mounts(drv):
-        return False
-    if drv.name in ("overlay2", "fuse-overlayfs"):
-        if drv.exists(layer_id):
-            return os.path.exists(os.path.join(drv.home, layer_id, "lower"))
-        return bool(parent)
-    return True
-
-
-def mount_count(drv, layer_id):
-    if not counts_mounts(drv):
-        return 0
-    return RefCounter(drv.name, drv.home).count(layer_id)
-
-
 def is_mounted(drv, layer_id):
     """Whether a Get reference holds the layer mounted. A layer whose Get
     mounts nothing (a plain directory) is never "mounted"."""
-    return drv.exists(layer_id) and mounts_layer(drv, layer_id) and mount_count(drv, layer_id) > 0
+    return drv.exists(layer_id) and drv.references(layer_id) > 0
 
 
 def describe(drv, layer_id, parent, digest):
@@ -141,7 +111,7 @@ class LayerState(object):
         drv = self.drv
         if not drv.exists(self.id):
             return False
-        count = mount_count(drv, self.id)
+        count = drv.references(self.id)
         if count and not self.force:
             raise LayerRefused("layer %s in %s is mounted (%d reference%s): unmount it first "
                                "(state: unmounted) or set force: true"
@@ -158,11 +128,11 @@ class LayerState(object):
 
     def mounted(self, check_mode):
         changed = self.present(check_mode)
-        if not mounts_layer(self.drv, self.id, self.parent):
+        if not self.drv.get_mounts(self.id, self.parent):
             if not (check_mode and changed):
                 self.path = self.drv.get(self.id)
             return changed
-        if not changed and mount_count(self.drv, self.id) > 0:
+        if not changed and self.drv.references(self.id) > 0:
             self.path = self.current_path()
             return False
         self._plan("get", self.id)
@@ -184,7 +154,7 @@ class LayerState(object):
         drv = self.drv
         if not drv.exists(self.id):
             raise LayerRefused("layer %s does not exist in %s: nothing to unmount" % (self.id, drv.home))
-        count = mount_count(drv, self.id)
+        count = drv.references(self.id)
         if count == 0:
             return False
         for dummy in range(count):

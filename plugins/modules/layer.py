@@ -179,7 +179,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import engine, new
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
-from ansible_collections.strata.graphdriver.plugins.module_utils.layer_state import LayerState, describe, is_mounted, mounts_layer
+from ansible_collections.strata.graphdriver.plugins.module_utils.layer_state import LayerState, describe, is_mounted
 
 from ansible_collections.strata.graphdriver.plugins.module_utils import all_drivers  # noqa: F401 pylint: disable=unused-import
 
@@ -222,7 +222,7 @@ def main():
             # Nothing was done: say what would be.
             exists = p['state'] in ('present', 'mounted')
             after = {'exists': exists,
-                     'mounted': p['state'] == 'mounted' and mounts_layer(drv, p['id'], p['parent'])}
+                     'mounted': p['state'] == 'mounted' and drv.get_mounts(p['id'], p['parent'])}
         result.update(after, changed=changed, commands=state.commands, layer_path=state.path)
         # Measuring may mount the layer (a naive diff): never in check mode.
         if after['exists'] and drv.exists(p['id']) and not module.check_mode:

@@ -35,6 +35,9 @@ def test_check_playbook_one_line_per_host(workdir):
         }
         for d in ("overlay2", "fuse-overlayfs"):
             os.makedirs(os.path.join(xfs, "trap", d, "x"))
+        # a vfs store on xfs-host with a layer nothing references (a crash left it)
+        os.makedirs(os.path.join(xfs, "docker", "image", "vfs", "layerdb", "sha256"))
+        os.makedirs(os.path.join(xfs, "docker", "vfs", "dir", "ab" * 32))
         lines = ["[fleet]"]
         for name, h in hosts.items():
             conf = os.path.join(work, name + ".json")
@@ -61,6 +64,8 @@ def test_check_playbook_one_line_per_host(workdir):
         assert "supported=btrfs," in by_host["btrfs-host"]
         assert "warnings=0" in by_host["btrfs-host"]
         assert "pick=-" in by_host["trap-host"] and "several valid graphdrivers" in by_host["trap-host"]
+        assert "store=orphan=1 " in by_host["xfs-host"] and "store=healthy " in by_host["btrfs-host"]
+        assert os.path.isdir(os.path.join(xfs, "docker", "vfs", "dir", "ab" * 32)), "the audit repairs nothing"
 
         # The same audit can fail the hosts that have warnings.
         run = run_playbook("strata.graphdriver.check", inventory=inventory,

@@ -744,6 +744,12 @@ class DeviceMapperDriver(NaiveDiffDriver):
                 atomic_write(id_file, id, 0o600)
             return rootfs
 
+    def get_mounts(self, id, parent=None):
+        return True
+
+    def references(self, id):
+        return self._refs.count(id)
+
     def put(self, id):
         mnt = self.mount_dir(id)
         with self._locked(), self._refs.transaction(id) as count:

@@ -163,6 +163,16 @@ class Driver(object):
         (Docker has no such call; orphan checks need it)."""
         raise NotImplementedError
 
+    def get_mounts(self, id, parent=None):
+        """Whether Get of this layer mounts something, counted per Get/Put.
+        Not for a plain directory (vfs, btrfs: Get is the path, Put nothing).
+        ``parent`` tells for a layer not made yet."""
+        return False
+
+    def references(self, id):
+        """How many Get references hold the layer (0 where Get mounts nothing)."""
+        return 0
+
     def status(self):
         return []
 

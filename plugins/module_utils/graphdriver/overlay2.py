@@ -368,6 +368,15 @@ class Overlay2Driver(NaiveDiffDriver):
 
     # --- mounting ------------------------------------------------------
 
+    def get_mounts(self, id, parent=None):
+        # A base layer (no lower file) is its diff directory, never mounted.
+        if self.exists(id):
+            return os.path.exists(os.path.join(self.home, id, "lower"))
+        return bool(parent)
+
+    def references(self, id):
+        return self._refs.count(id) if self.get_mounts(id) else 0
+
     def _is_mounted(self, merged):
         return is_mountpoint(merged)
 

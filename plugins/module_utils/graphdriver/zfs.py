@@ -357,6 +357,12 @@ class ZfsDriver(NaiveDiffDriver):
             count.value = 1
         return target
 
+    def get_mounts(self, id, parent=None):
+        return True
+
+    def references(self, id):
+        return self.refs.count(id)
+
     def put(self, id):
         check_id(id)
         target = self.mount_path(id)
