@@ -1,4 +1,4 @@
-"""strata.graphdriver.data_root_check on stores a real dockerd wrote (vfs and overlay2).
+"""strata.graphdriver.data_root_check on stores a real dockerd wrote (vfs, overlay2, fuse-overlayfs).
 
 A healthy store is found healthy. Then every kind of problem is made the
 way it happens (a crash mid-registration or mid-removal, a full disk, a
@@ -27,7 +27,7 @@ from tests.support.playbook import run_module
 
 pytestmark = pytest.mark.root
 
-DRIVERS = ["vfs", "overlay2"]
+DRIVERS = ["vfs", "overlay2", "fuse-overlayfs"]
 
 
 @pytest.fixture(scope="module", params=DRIVERS)
@@ -145,7 +145,7 @@ def _break_everything(driver, data_root, stray):
     made["container_layer"] = container
     # where Docker mounts a container's layer, left mounted after the engine stopped
     rw = store.mounts()[0].mount_id
-    where = os.path.join(home, rw, "merged") if driver == "overlay2" else os.path.join(home, "dir", rw)
+    where = os.path.join(home, "dir", rw) if driver == "vfs" else os.path.join(home, rw, "merged")
     os.makedirs(where, exist_ok=True)
     subprocess.run(["mount", "--bind", stray, where], check=True)
     made["stray_mount"] = os.path.realpath(where)
