@@ -247,6 +247,7 @@ from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.eng
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.imagestore import ImageStore
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.layerstore import LayerStore
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.progress import ProgressFile
 
 DRIVERS = ['btrfs', 'devicemapper', 'fuse-overlayfs', 'overlay2', 'vfs', 'zfs']
 SOURCES = sorted(['aufs', 'overlay'] + DRIVERS)   # aufs and overlay: read-only sources
@@ -375,7 +376,7 @@ def main():
                        or p['remove_source'])
         else:
             done = migrate.migrate(data_root, source, target, src_opts, dst_opts,
-                                   progress=migrate.ProgressFile(p['progress_file']) if p['progress_file'] else None)
+                                   progress=ProgressFile(p['progress_file']) if p['progress_file'] else None)
             changed = done.changed
             if p['remove_source']:
                 migrate.remove_source(data_root, source, src_opts)

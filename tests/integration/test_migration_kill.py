@@ -35,7 +35,7 @@ CHILD = r"""
 import os, signal, sys, threading
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import migrate
 data_root, how, at = sys.argv[1], sys.argv[2], float(sys.argv[3])
-migrate.Progress.EVERY = 1 << 20
+migrate.Progress.EVERY = 1 << 20  # the class migrate uses (graphdriver.progress)
 reports = [0]
 
 def progress(state):
