@@ -368,9 +368,10 @@ def driver_test_changes(drv):
     drv.create(upper, base, None)
     # The naive diff sees a same-size rewrite by its mtime only, and, as
     # Docker's sameFsTime, takes a zero nanosecond part for a filesystem
-    # without them: a rewrite in the same second is then invisible (ext4
-    # with 128-byte inodes, as mkfs makes a small devicemapper base device,
-    # keeps seconds only). So the rewrites start in the next second.
+    # without them: a rewrite in the same second as the original is then
+    # invisible when either time happens to end in .000000000 (kernel
+    # timestamps step by a jiffy: 1 in 250 at HZ=250; seen in the VM). So
+    # the rewrites start in the next second.
     time.sleep(1.01 - time.time() % 1)
     expected = change_many_files(drv, upper, 20, 6)
     changes = drv.changes(upper, base)
