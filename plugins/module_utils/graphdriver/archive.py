@@ -590,7 +590,6 @@ class _Applier(object):
         self.entry = None
         self.plain_name = None
         self.clone_root = None              # see ChunkStream.files_root
-        self.cloned = 0                     # bytes cloned rather than written
 
     def _who(self):
         return "layer %s" % self.layer if self.layer else "apply"
@@ -936,7 +935,6 @@ class _Applier(object):
             raise
         finally:
             os.close(src)
-        self.cloned += size
         return True
 
     def _apply(self, e):
