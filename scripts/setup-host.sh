@@ -27,6 +27,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   rm -f /usr/sbin/policy-rc.d
 fi
 
+# Engine 26.1 beside 20.10, in a private prefix (cached across clones)
+./scripts/setup-engine26.sh
+
 PY=/usr/bin/python3
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv

@@ -4,6 +4,15 @@
         d.docker("images")                 # the docker CLI with -H <our socket>
         d.api("GET", "/info")              # HTTP over the unix socket
 
+    with dockerd(workdir, engine="26.1",
+                 config={"features": {"containerd-snapshotter": True}}) as d:
+        ...                                # Engine 26 on the containerd store
+
+Two engines: Debian 12's docker.io 20.10 (installed system-wide) and Debian
+13's docker.io 26.1 with its containerd 1.7, unpacked into a private prefix
+by scripts/setup-engine26.sh (never installed: it would pull a newer libc).
+Engine 26 finds its containerd through PATH and Debian 12's runc beside it.
+
 The daemon starts its own managed containerd under our exec-root. On exit
 (also on failure) dockerd is stopped by pid (TERM, then KILL), then every
 process that still runs from our exec-root (containerd, shims) is killed by
@@ -27,8 +36,39 @@ import time
 
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import engine
 
-DOCKERD = "/usr/sbin/dockerd"
 SHORT_BASE = "/run/strata-dockerd"
+ENGINE26_PREFIX = os.environ.get("STRATA_ENGINE26_PREFIX",
+                                 "/var/cache/strata-graphdriver/engine-26")
+
+
+class Engine(object):
+    """One Docker Engine build: its dockerd, its CLI, the PATH it runs with."""
+
+    def __init__(self, version, prefix):
+        self.version = version
+        self.prefix = prefix
+        self.dockerd = os.path.join(prefix, "usr/sbin/dockerd")
+        self.docker = os.path.join(prefix, "usr/bin/docker")
+        # dockerd execs containerd, its shim and runc from PATH: the prefix's
+        # first, then the host's (Debian 12's runc)
+        dirs = [os.path.join(prefix, "usr/bin"), os.path.join(prefix, "usr/sbin")]
+        self.path = ":".join(dirs + ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin",
+                                     "/usr/bin", "/sbin", "/bin"])
+
+    def missing(self):
+        """None if this engine is installed, else what is missing."""
+        for path in (self.dockerd, self.docker):
+            if not os.access(path, os.X_OK):
+                return "Engine %s: %s is not installed (%s)" % (
+                    self.version, path, "Debian package docker.io" if self.prefix == "/"
+                    else "make setup unpacks it: scripts/setup-engine26.sh")
+        return None
+
+
+ENGINES = {
+    "20.10": Engine("20.10", "/"),
+    "26.1": Engine("26.1", ENGINE26_PREFIX),
+}
 
 
 class DockerdUnavailable(Exception):
@@ -36,9 +76,12 @@ class DockerdUnavailable(Exception):
 
 
 class Dockerd(object):
-    def __init__(self, workdir, storage_driver, data_root, storage_opts=()):
+    def __init__(self, workdir, storage_driver, data_root, storage_opts=(),
+                 engine="20.10", config=None):
         self.workdir = workdir
+        self.engine = ENGINES[engine]
         self.storage_driver = storage_driver
+        self.config = dict(config or {})
         self.data_root = data_root or os.path.join(workdir, "data")
         # unix socket paths are limited to ~104 bytes (containerd's debug
         # socket lives under the exec-root): keep these short, outside workdir
@@ -55,10 +98,10 @@ class Dockerd(object):
     # -- clients --
     def docker(self, *args, check=True, input=None, timeout=300):
         """Run the docker CLI against this daemon; returns stdout (text)."""
-        argv = ["docker", "--config", self.config_dir, "-H", "unix://" + self.socket] + [
+        argv = [self.engine.docker, "--config", self.config_dir, "-H", "unix://" + self.socket] + [
             str(a) for a in args]
         proc = subprocess.run(argv, input=input, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, timeout=timeout)
+                              stderr=subprocess.PIPE, timeout=timeout, env=self.env())
         if check and proc.returncode != 0:
             raise AssertionError("%s failed (%d): %s\n--- dockerd log tail:\n%s" % (
                 " ".join(argv), proc.returncode, proc.stderr.decode(errors="replace"),
@@ -78,6 +121,9 @@ class Dockerd(object):
         finally:
             conn.close()
 
+    def env(self):
+        return dict(os.environ, PATH=self.engine.path)
+
     def log_tail(self, lines=12):
         try:
             with open(self.log_path, errors="replace") as f:
@@ -89,23 +135,25 @@ class Dockerd(object):
     def start(self, timeout=60):
         for d in (self.workdir, self.exec_root, self.config_dir):
             os.makedirs(d, exist_ok=True)
-        argv = [DOCKERD,
+        argv = [self.engine.dockerd,
                 "--data-root", self.data_root,
                 "--exec-root", self.exec_root,
                 "-H", "unix://" + self.socket,
                 "--pidfile", self.pidfile,
-                "--storage-driver", self.storage_driver,
                 "--bridge=none", "--iptables=false", "--ip-masq=false",
                 # keep the host's /etc/docker/daemon.json out of it
                 "--config-file", os.path.join(self.workdir, "daemon.json")]
+        if self.storage_driver:  # None: the engine picks, as it would on a host
+            argv += ["--storage-driver", self.storage_driver]
         for opt in self.storage_opts:
             argv += ["--storage-opt", opt]
         with open(os.path.join(self.workdir, "daemon.json"), "w") as f:
-            f.write("{}\n")
+            json.dump(self.config, f)
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         env=self.env())
         finally:
             log.close()
         deadline = time.time() + timeout
@@ -177,24 +225,21 @@ class Dockerd(object):
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def available():
-    """None if a private dockerd can run here, else the reason why not."""
+def available(engine="20.10"):
+    """None if a private dockerd of this engine can run here, else why not."""
     if os.geteuid() != 0:
         return "dockerd needs root"
-    if not os.path.exists(DOCKERD):
-        return "%s is not installed (Debian package docker.io)" % DOCKERD
-    if not shutil.which("docker"):
-        return "the docker CLI is not installed"
-    return None
+    return ENGINES[engine].missing()
 
 
 @contextlib.contextmanager
-def dockerd(workdir, storage_driver="vfs", data_root=None, storage_opts=(), timeout=60):
+def dockerd(workdir, storage_driver="vfs", data_root=None, storage_opts=(), timeout=60,
+            engine="20.10", config=None):
     """Start a private dockerd; yield a Dockerd; always stop it and its children."""
-    reason = available()
+    reason = available(engine)
     if reason:
         raise DockerdUnavailable(reason)
-    d = Dockerd(workdir, storage_driver, data_root, storage_opts)
+    d = Dockerd(workdir, storage_driver, data_root, storage_opts, engine, config)
     try:
         d.start(timeout)
         yield d
