@@ -125,7 +125,7 @@ def test_the_rollouts(lab):
         assert where == lab.data_root and int(needs) > int(free)
         ran = [task_name(r) for r in mine if r["status"] == "ok"]
         assert "Restore daemon.json" in ran and "Start the engine on the old driver again" in ran
-        assert "Declare btrfs in daemon.json" not in [task_name(r) for r in mine]
+        assert "Declare in daemon.json the storage driver btrfs" not in [task_name(r) for r in mine]
         assert "daemon.json is restored and the engine runs on the old driver again" in failed[1][1]
     # the disk is still as full as prepare made it
     assert lab.host.file(lab.data_root + "/strata-filler").size > 0
