@@ -70,6 +70,14 @@ def mounted(dev, fstype, target=None, options=None):
 
 
 @contextlib.contextmanager
+def tmpfs(size_mb=256):
+    """A private tmpfs of ``size_mb``, mounted at a temporary directory that
+    is yielded (no loop device: tmpfs has none)."""
+    with mounted("tmpfs", "tmpfs", options="size=%dm,mode=0755" % size_mb) as mnt:
+        yield mnt
+
+
+@contextlib.contextmanager
 def loop_filesystem(fstype, size_mb=256, options=None, directory=None):
     """A fresh ``fstype`` ('btrfs', 'xfs', 'xfs-noftype', 'ext4') on a loop file
     (in ``directory``, default the temp dir), mounted at a temporary

@@ -86,10 +86,27 @@ def test_pick_configured_driver_is_used_or_fails():
     assert "unknown storage driver" in selection.pick("/r", V20, results, [], "nope")[2]
 
 
-def test_pick_nothing_supported():
+def test_pick_nothing_supported_in_each_engines_words():
     results = {n: no("no") for n in V20}
-    name, _, error = selection.pick("/r", V20, results, [])
-    assert name is None and error.startswith("No supported storage backend found")
+    name, _, error = selection.pick("/r", V20, results, [], engine_version="20.10.24")
+    assert name is None and error.startswith("No supported storage backend found (")
+    name, _, error = selection.pick("/r", V20, results, [], engine_version="23.0.0")
+    assert name is None and error.startswith("no supported storage driver found (")
+
+
+def test_several_prior_drivers_in_each_engines_words():
+    results = {"zfs": ok(), "overlay2": ok()}
+    error = selection.pick("/r", V20, results, ["zfs", "overlay2"], engine_version="20.10")[2]
+    assert error.endswith("; Please cleanup or explicitly choose storage driver (-s <DRIVER>)")
+    error = selection.pick("/r", V20, results, ["zfs", "overlay2"], engine_version="26.1")[2]
+    assert error.endswith("; cleanup or explicitly choose storage driver (-s <DRIVER>)")
+
+
+def test_a_file_where_a_home_would_be_is_prior_state(tmp_path):
+    # Docker: os.Stat succeeds and Readdirnames fails, so isEmptyDir is false
+    (tmp_path / "overlay2").write_text("")
+    (tmp_path / "btrfs").mkdir()
+    assert selection.prior_drivers(str(tmp_path), V20) == ["overlay2"]
 
 
 def test_driver_report_on_a_fresh_data_root(tmp_path):

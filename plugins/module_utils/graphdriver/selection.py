@@ -21,9 +21,20 @@ from .backingfs import fs_name, nearest_existing
 from .driver import check_support, registered
 from .errors import GraphDriverError, NotSupported
 from .overlayutils import supports_d_type as _supports_d_type
-from .priority import priority
+from .priority import parse_version, priority
 
 VFS = "vfs"
+
+
+def _refusal_texts(engine_version):
+    """Docker's own words for its two refusals, which changed at 23.0
+    (driver.go New(): v20.10.24 "Please cleanup ...", "No supported storage
+    backend found"; v23.0.0 on "cleanup ...", "no supported storage driver
+    found")."""
+    v = parse_version(engine_version)
+    if v is not None and v < (23, 0):
+        return "Please cleanup", "No supported storage backend found"
+    return "cleanup", "no supported storage driver found"
 
 
 def backing_fs(path):
@@ -47,15 +58,15 @@ def _d_type_or_none(path):
 
 
 def _non_empty_dir(path):
-    # Docker's isEmptyDir: an unreadable directory counts as not empty.
+    # Docker's scanPriorDrivers: the path exists (os.Stat) and isEmptyDir is
+    # false, which it is for anything Readdirnames cannot read as an empty
+    # directory: an unreadable directory, and a file too.
     try:
         with os.scandir(path) as it:
             for entry in it:
                 return True
         return False
     except FileNotFoundError:
-        return False
-    except NotADirectoryError:
         return False
     except OSError:
         return True
@@ -124,17 +135,19 @@ def driver_report(data_root, engine_version=None, configured=None, options=None)
     }
 
     report["pick"], report["pick_reason"], report["error"] = pick(
-        data_root, order, results, prior, configured)
+        data_root, order, results, prior, configured, engine_version)
     return report
 
 
-def pick(data_root, order, results, prior, configured=None):
+def pick(data_root, order, results, prior, configured=None, engine_version=None):
     """Docker's decision from what was found: (pick, pick_reason, error).
 
     ``results``: {name: {"supported": bool, "reason": str, "fatal": bool}}
     for the drivers this library has; ``prior``: drivers with state, in
-    priority order.
+    priority order; ``engine_version`` words the errors as that engine does
+    (the newest when not given).
     """
+    cleanup, none_found = _refusal_texts(engine_version)
     if configured:
         result = results.get(configured)
         if result is None:
@@ -153,9 +166,9 @@ def pick(data_root, order, results, prior, configured=None):
             return None, "", "prior storage driver %s failed: %s" % (
                 name, result["reason"] if result else "not available in this library")
         if len(prior) > 1:
-            return None, "", ("%s contains several valid graphdrivers: %s; cleanup or "
+            return None, "", ("%s contains several valid graphdrivers: %s; %s or "
                               "explicitly choose storage driver (-s <DRIVER>)"
-                              % (data_root, ", ".join(prior)))
+                              % (data_root, ", ".join(prior), cleanup))
         return name, "prior state in %s" % os.path.join(data_root, name), None
 
     skipped = []
@@ -170,4 +183,4 @@ def pick(data_root, order, results, prior, configured=None):
         if result.get("fatal"):
             return None, "", "%s failed: %s" % (name, result["reason"])
         skipped.append("%s: %s" % (name, result["reason"]))
-    return None, "", "No supported storage backend found (%s)" % "; ".join(skipped)
+    return None, "", "%s (%s)" % (none_found, "; ".join(skipped))
