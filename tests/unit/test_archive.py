@@ -67,6 +67,11 @@ def snapshot(root):
     return snap
 
 
+def without_time(snap):
+    """A snapshot without its time field, compared apart."""
+    return {k: v[:3] + v[4:] for k, v in snap.items()}
+
+
 @pytest.fixture
 def layer(tmp_path):
     d = tmp_path / "layer"
@@ -93,10 +98,10 @@ def test_tar_tree_docker_format(tmp_path):
     raw = archive.tar_tree(str(src)).read()
     assert raw.endswith(END_OF_ARCHIVE) and len(raw) % 512 == 0
     got = entries(io.BytesIO(raw))
-    names = [n for n, _, _, _ in got]
+    names = [n for n, _t, _s, _e in got]
     # Walk order: depth first, names sorted; no root entry; no socket.
     assert names == ["dir/", "dir/file", "fifo", "hard", "sym"]
-    by = {n: e for n, _, _, e in got}
+    by = {n: e for n, _t, _s, e in got}
     assert by["dir/"].typeflag == "5" and by["dir/"].mode & 0o170000 == 0o40000
     assert by["dir/file"].mode == 0o100000 | (os.lstat(str(src / "hard")).st_mode & 0o7777)
     assert by["dir/file"].mtime == 1600000000              # truncated, not rounded
@@ -117,7 +122,7 @@ def test_tar_tree_exports_only_security_capability(tmp_path):
     cap = b"\x01\x00\x00\x02\x00\x20\x00\x00" + b"\x00" * 12
     os.setxattr(str(f), "security.capability", cap)
     os.setxattr(str(f), "trusted.other", b"nope")
-    (e,) = [e for _, _, _, e in entries(archive.tar_tree(str(src)))]
+    (e,) = [e for _n, _t, _s, e in entries(archive.tar_tree(str(src)))]
     assert e.xattrs == {"security.capability": cap}
 
 
@@ -128,9 +133,9 @@ def test_tar_tree_include_and_exclude(tmp_path):
     (src / "z").write_bytes(b"")
     (src / ".wh..wh.plnk").mkdir()
     (src / ".wh..wh..opq").write_bytes(b"")
-    names = [n for n, _, _, _ in entries(archive.tar_tree(str(src), include=["z", "a/b"]))]
+    names = [n for n, _t, _s, _e in entries(archive.tar_tree(str(src), include=["z", "a/b"]))]
     assert names == ["z", "a/b/", "a/b/c"]
-    names = [n for n, _, _, _ in entries(archive.tar_tree(
+    names = [n for n, _t, _s, _e in entries(archive.tar_tree(
         str(src), exclude=[".wh..wh.*", "!.wh..wh..opq"]))]
     assert names == [".wh..wh..opq", "a/", "a/b/", "a/b/c", "z"]
 
@@ -166,11 +171,11 @@ def test_export_changes_whiteouts_and_entries(tmp_path):
     changes = [Change("/d/new2", "A"), Change("/gone", "D"), Change("/d", "C"),
                Change("/d/new", "A"), Change("/d/old", "D")]
     got = entries(archive.export_changes(str(src), changes))
-    assert [(n, t) for n, t, _, _ in got] == [
+    assert [(n, t) for n, t, _s, _e in got] == [
         ("d/", "5"), ("d/.wh.old", "0"), ("d/new", "0"), ("d/new2", "1"), (".wh.gone", "0")
-    ] or [(n, t) for n, t, _, _ in got] == [
+    ] or [(n, t) for n, t, _s, _e in got] == [
         ("d/", "5"), ("d/new", "0"), ("d/new2", "1"), ("d/.wh.old", "0"), (".wh.gone", "0")]
-    wh = [e for n, _, _, e in got if n == ".wh.gone"][0]
+    wh = [e for n, _t, _s, e in got if n == ".wh.gone"][0]
     assert wh.size == 0 and wh.mode == 0 and wh.uid == 0
 
 
@@ -181,7 +186,7 @@ def test_export_changes_sorted_by_path_bytes(tmp_path):
     (src / "a" / "b").write_bytes(b"")
     changes = [Change("/a/b", "A"), Change("/a", "A"), Change("/a.txt", "A")]
     # Go sorts the full paths: "/a" < "/a.txt" < "/a/b" ('.' < '/').
-    assert [n for n, _, _, _ in entries(archive.export_changes(str(src), changes))] == [
+    assert [n for n, _t, _s, _e in entries(archive.export_changes(str(src), changes))] == [
         "a/", "a.txt", "a/b"]
 
 
@@ -214,7 +219,9 @@ def test_apply_special_mode_bits_under_restrictive_umask(layer):
                                          ("sticky/x", "0", {"mode": 0o644})))
     finally:
         os.umask(old)
-    mode = lambda n: stat.S_IMODE(os.lstat(os.path.join(layer, n)).st_mode)  # noqa: E731
+    def mode(name):
+        return stat.S_IMODE(os.lstat(os.path.join(layer, name)).st_mode)
+
     assert (mode("sticky"), mode("suid"), mode("sgid"), mode("sticky/x")) == (
         0o1777, 0o4755, 0o2755, 0o644)
 
@@ -357,8 +364,7 @@ def test_apply_round_trip(tmp_path, layer):
     a, b = snapshot(str(src)), snapshot(layer)
     del a["."], b["."]
     # Directory atimes are the epoch after apply (Docker), the rest must match.
-    strip = lambda snap: {k: v[:3] + v[4:] for k, v in snap.items()}  # noqa: E731
-    assert strip(a) == strip(b)
+    assert without_time(a) == without_time(b)
     assert {k: v[3] for k, v in a.items()} == {k: v[3] for k, v in b.items()}
 
 
@@ -399,9 +405,8 @@ def test_gnu_tar_archive_applies_like_gnu_tar_extracts(tmp_path):
     with open(str(tar), "rb") as f:
         archive.apply_layer(str(ours), f)
     subprocess.run(["tar", "-xpf", str(tar), "-C", str(theirs)], check=True)
-    strip = lambda snap: {k: v[:3] + v[4:] for k, v in snap.items()}  # noqa: E731
     a, b = snapshot(str(ours)), snapshot(str(theirs))
-    assert strip(a) == strip(b)
+    assert without_time(a) == without_time(b)
     assert {k: v[3] for k, v in a.items()} == {k: v[3] for k, v in b.items()}
 
 

@@ -52,7 +52,7 @@ def test_no_parent_means_everything_added(trees):
     old, new = trees
     got = pairs(changes_dirs(new, None))
     assert ("A", "/etc") in got and ("A", "/var/gone/x") in got
-    assert all(k == "A" for k, _ in got) and len(got) == 8
+    assert all(k == "A" for k, _path in got) and len(got) == 8
     assert pairs(changes_dirs(new, "")) == got
 
 

@@ -41,7 +41,7 @@ def test_socket_reporting_the_root_is_an_engine(tmp_path):
     srv.listen(1)
 
     def answer():
-        conn, _ = srv.accept()
+        conn, _addr = srv.accept()
         conn.recv(65536)
         body = json.dumps({"DockerRootDir": root}).encode()
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"

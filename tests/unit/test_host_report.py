@@ -29,8 +29,8 @@ def test_several_valid_graphdrivers():
     w = warnings(facts(prior_state=["overlay2", "btrfs"]))
     assert any("several valid graphdrivers (overlay2, btrfs)" in x for x in w)
     # Naming a driver in daemon.json is Docker's way out of the trap.
-    assert not any("several valid" in x for x in warnings(facts(prior_state=["overlay2", "btrfs"],
-                                                                 storage_driver="overlay2")))
+    declared = facts(prior_state=["overlay2", "btrfs"], storage_driver="overlay2")
+    assert not any("several valid" in x for x in warnings(declared))
 
 
 def test_configured_driver_problems():

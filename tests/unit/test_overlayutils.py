@@ -17,7 +17,7 @@ def test_d_type_error_is_dockers_message():
 
 
 def test_link_ids_are_26_base32_characters():
-    ids = {overlayutils.generate_id(overlay2.ID_LENGTH) for _ in range(200)}
+    ids = {overlayutils.generate_id(overlay2.ID_LENGTH) for _i in range(200)}
     assert len(ids) == 200
     assert all(re.match(r"^[A-Z2-7]{26}$", i) for i in ids)
 

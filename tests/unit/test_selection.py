@@ -54,7 +54,7 @@ def test_pick_first_supported_in_priority_order():
 
 def test_pick_stops_on_a_fatal_error_like_docker():
     results = {"btrfs": no("bad option", fatal=True), "overlay2": ok()}
-    name, _, error = selection.pick("/r", V20, results, [])
+    name, _reason, error = selection.pick("/r", V20, results, [])
     assert name is None and error == "btrfs failed: bad option"
 
 
@@ -67,13 +67,13 @@ def test_pick_prior_state_wins_over_priority():
 
 def test_pick_prior_state_that_no_longer_works_is_an_error():
     results = {"btrfs": ok(), "overlay2": no("d_type")}
-    name, _, error = selection.pick("/r", V20, results, ["overlay2"])
+    name, _reason, error = selection.pick("/r", V20, results, ["overlay2"])
     assert name is None and error == "prior storage driver overlay2 failed: d_type"
 
 
 def test_pick_several_prior_drivers_is_dockers_error():
     results = {"zfs": ok(), "overlay2": ok()}
-    name, _, error = selection.pick("/r", V20, results, ["zfs", "overlay2"])
+    name, _reason, error = selection.pick("/r", V20, results, ["zfs", "overlay2"])
     assert name is None
     assert error.startswith("/r contains several valid graphdrivers: zfs, overlay2;")
 
@@ -81,16 +81,16 @@ def test_pick_several_prior_drivers_is_dockers_error():
 def test_pick_configured_driver_is_used_or_fails():
     results = {"overlay2": ok(), "vfs": ok(), "btrfs": no("not btrfs")}
     assert selection.pick("/r", V20, results, ["overlay2"], configured="vfs")[0] == "vfs"
-    name, _, error = selection.pick("/r", V20, results, [], configured="btrfs")
+    name, _reason, error = selection.pick("/r", V20, results, [], configured="btrfs")
     assert name is None and error == "configured storage driver btrfs failed: not btrfs"
     assert "unknown storage driver" in selection.pick("/r", V20, results, [], "nope")[2]
 
 
 def test_pick_nothing_supported_in_each_engines_words():
     results = {n: no("no") for n in V20}
-    name, _, error = selection.pick("/r", V20, results, [], engine_version="20.10.24")
+    name, _reason, error = selection.pick("/r", V20, results, [], engine_version="20.10.24")
     assert name is None and error.startswith("No supported storage backend found (")
-    name, _, error = selection.pick("/r", V20, results, [], engine_version="23.0.0")
+    name, _reason, error = selection.pick("/r", V20, results, [], engine_version="23.0.0")
     assert name is None and error.startswith("no supported storage driver found (")
 
 
