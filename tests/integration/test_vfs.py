@@ -1,14 +1,17 @@
-"""vfs: Docker's layout, and a child layer that is a faithful full copy."""
+"""vfs: Docker's layout, and a child layer that is the copy Docker makes."""
 
+import json
 import os
 import socket
 import stat
+import tarfile
 
 import pytest
 
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import (
     GraphDriverError, LayerExists, LayerNotFound, QuotaError, new)
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import copy as gcopy
+from tests.support import dockerd as dockerd_support
 from tests.support.backends import backend_home
 
 DRIVER = "vfs"
@@ -67,7 +70,8 @@ def test_layer_root_mode_ignores_umask(drv, home):
 
 
 def populate(root):
-    """Every kind of entry DirCopy handles, with metadata worth keeping."""
+    """Every kind of entry DirCopy copies, with metadata, and xattrs it keeps
+    (security.capability) and leaves behind (user.*, trusted.*)."""
     def p(*parts):
         return os.path.join(root, *parts)
     os.mkdir(p("etc"), 0o755)
@@ -93,11 +97,6 @@ def populate(root):
     os.mkfifo(p("fifo"), 0o640)
     os.mknod(p("null"), stat.S_IFCHR | 0o666, os.makedev(1, 3))
     os.mknod(p("loop9"), stat.S_IFBLK | 0o660, os.makedev(7, 9))
-    s = socket.socket(socket.AF_UNIX)
-    try:
-        s.bind(p("sock"))
-    finally:
-        s.close()
     open(p("empty"), "wb").close()
     with open(p("sparse"), "wb") as f:
         f.truncate(3 << 20)
@@ -107,6 +106,24 @@ def populate(root):
     os.utime(p("abs-link"), ns=(2_000_000_002, 2_500_000_456), follow_symlinks=False)
     os.utime(p("etc"), ns=(3_000_000_003, 3_500_000_789))
     os.utime(root, ns=(4_000_000_004, 4_500_000_999))
+
+
+def add_socket(path):
+    # bind() takes at most 107 bytes of path: bind relative to the directory
+    cwd = os.getcwd()
+    os.chdir(os.path.dirname(path))
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.bind(os.path.basename(path))
+    finally:
+        s.close()
+        os.chdir(cwd)
+
+
+def kept_by_docker(tree):
+    """``entries`` as Docker's DirCopy leaves them: only security.capability."""
+    return {rel: e[:6] + ({k: v for k, v in e[6].items() if k == CAP},) + e[7:]
+            for rel, e in tree.items()}
 
 
 def entries(root):
@@ -131,18 +148,23 @@ def entries(root):
     return out
 
 
-def test_child_is_a_faithful_copy(drv, home):
+def test_child_is_dockers_copy(drv, home):
     drv.create("A")
     parent = drv.get("A")
     populate(parent)
     before = entries(parent)
+    assert before["ping"][6] == {CAP: CAP_VALUE, "trusted.any": b"kept too",
+                                 "user.note": b"kept"}
     drv.create("B", "A")
     child = drv.get("B")
     after = entries(child)
     assert entries(parent) == before             # the parent is untouched
     assert sorted(after) == sorted(before)
+    expected = kept_by_docker(before)
     for rel in before:
-        assert after[rel] == before[rel], rel
+        assert after[rel] == expected[rel], rel
+    assert after["ping"][6] == {CAP: CAP_VALUE}
+    assert after["opaque"][6] == {}              # vfs never copies the opaque xattr
     # the root's own metadata comes along too (Walk includes the root)
     assert os.stat(child).st_mtime_ns == os.stat(parent).st_mtime_ns
     # hard links stay links, among the copies only
@@ -151,7 +173,6 @@ def test_child_is_a_faithful_copy(drv, home):
     assert os.lstat(os.path.join(child, "etc", "z-link")).st_ino == ino
     assert os.lstat(os.path.join(child, "suid")).st_nlink == 3
     assert ino != os.lstat(os.path.join(parent, "suid")).st_ino
-    assert stat.S_ISSOCK(os.lstat(os.path.join(child, "sock")).st_mode)
     # a copy, not a shared inode: writing the child leaves the parent alone
     with open(os.path.join(child, "etc", "hostname"), "w") as f:
         f.write("changed\n")
@@ -165,7 +186,74 @@ def test_dir_copy_without_reflink(tmp_path):
     src.mkdir()
     populate(str(src))
     gcopy.dir_copy(str(src), str(dst))
-    assert entries(str(dst)) == entries(str(src))
+    assert entries(str(dst)) == kept_by_docker(entries(str(src)))
+
+
+def test_dir_copy_for_overlay_keeps_the_opaque_xattr_too(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    populate(str(src))
+    gcopy.dir_copy(str(src), str(dst), xattrs=gcopy.OVERLAY_XATTRS)
+    got = entries(str(dst))
+    assert got["opaque"][6] == {"trusted.overlay.opaque": b"y"}
+    assert got["ping"][6] == {CAP: CAP_VALUE}
+
+
+def test_child_of_a_layer_with_a_socket_is_refused_as_docker_refuses(drv, home):
+    drv.create("A")
+    add_socket(os.path.join(drv.get("A"), "sock"))
+    with pytest.raises(gcopy.CopyError) as err:
+        drv.create("B", "A")
+    assert os.path.join(drv.get("A"), "sock") in str(err.value)
+    assert "a socket" in str(err.value) and "Docker cannot copy this layer" in str(err.value)
+    assert not drv.exists("B")                   # all or nothing
+
+
+def _image_layer(d, data_root, workdir):
+    """Import a one-directory image into the vfs dockerd ``d``: the image
+    layer's vfs directory."""
+    tar = os.path.join(workdir, "t.tar")
+    with tarfile.open(tar, "w") as t:
+        ti = tarfile.TarInfo("t")
+        ti.type, ti.mode, ti.mtime = tarfile.DIRTYPE, 0o755, 1700000000
+        t.addfile(ti)
+    d.docker("import", tar, "strata/vfs-copy:1")
+    chain = json.loads(d.docker("inspect", "-f", "{{json .RootFS.Layers}}",
+                                "strata/vfs-copy:1"))[0]            # one layer: ChainID = DiffID
+    with open(os.path.join(data_root, "image", "vfs", "layerdb", "sha256",
+                           chain.split(":", 1)[1], "cache-id")) as f:
+        return f.read()
+
+
+@pytest.mark.parametrize("engine", sorted(dockerd_support.ENGINES))
+def test_child_equals_the_one_dockerd_makes(engine, home, tmp_path):
+    """dockerd makes a container (its init layer, then its RW layer: two
+    DirCopy runs) over an image layer we filled with every kind of entry and
+    xattr; our child of the same layer must hold what dockerd's holds. A
+    socket in the layer: dockerd refuses the container, we refuse the child."""
+    reason = dockerd_support.available(engine)
+    if reason:
+        pytest.skip(reason)
+    data_root = os.path.dirname(home)
+    drv = new(DRIVER, home)
+    with dockerd_support.dockerd(str(tmp_path / "engine"), storage_driver="vfs",
+                                 data_root=data_root, engine=engine) as d:
+        parent = _image_layer(d, data_root, str(tmp_path))
+        populate(os.path.join(drv.get(parent), "t"))
+        cid = d.docker("create", "--network", "none", "strata/vfs-copy:1", "/x").strip()
+        with open(os.path.join(data_root, "image", "vfs", "layerdb", "mounts", cid,
+                               "mount-id")) as f:
+            theirs = entries(os.path.join(drv.get(f.read()), "t"))
+        drv.create("ours", parent)
+        assert entries(os.path.join(drv.get("ours"), "t")) == theirs
+        assert theirs["ping"][6] == {CAP: CAP_VALUE}       # what Docker keeps
+
+        add_socket(os.path.join(drv.get(parent), "t", "sock"))
+        out = d.docker("create", "--network", "none", "strata/vfs-copy:1", "/x", check=False)
+        assert out == "" and "invalid argument" in d.log_tail(3), d.log_tail(3)
+        with pytest.raises(gcopy.CopyError):
+            drv.create("ours-2", parent)
+        assert not drv.exists("ours-2")
 
 
 def test_dir_copy_of_a_very_deep_tree(tmp_path):

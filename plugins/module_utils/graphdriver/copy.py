@@ -1,27 +1,25 @@
 """Copy a directory tree the way Docker's vfs driver does (copy.DirCopy).
 
-moby daemon/graphdriver/copy/copy.go, in the same order:
+moby daemon/graphdriver/copy/copy.go (v20.10.24 and v26.1.5 alike), in the
+same order:
 
 * a pre-order walk in lexical order (Go's filepath.Walk), so the first path of
   a hard-linked inode is copied and the later ones are linked to it;
 * regular files: reflink (FICLONE) first, then copy_file_range, then a plain
   copy; a failure of a fast path switches it off for the rest of the walk
   (EXDEV switches off both kernel paths, as Docker does);
-* directories, symlinks, FIFOs, device nodes recreated;
-* then per entry: lchown, xattrs, chmod (after chown: chown clears the
+* directories, symlinks, FIFOs, device nodes recreated; a socket goes to
+  mkfifo with its own mode, as Docker's does (a fallthrough), which the
+  kernel refuses (EINVAL): Docker cannot make a vfs child of a layer that
+  holds a socket, and neither can we;
+* then per entry: lchown, the xattrs Docker names (``security.capability``
+  always; ``trusted.overlay.opaque`` too where the caller asks, as overlay
+  does, never for vfs): every other xattr (user.*, trusted.*, SELinux
+  labels) stays behind, so a child holds what Docker's would and its naive
+  diff, hence its DiffID, is Docker's; chmod (after chown: chown clears the
   setuid/setgid bits), times (symlinks with AT_SYMLINK_NOFOLLOW);
 * directory times last, deepest first, since creating entries in a
   directory changes its mtime.
-
-Two choices differ from Docker, deliberately:
-
-* every xattr is copied, not only ``security.capability`` (and
-  ``trusted.overlay.opaque``): a layer copied from its parent must keep
-  what the parent holds (file capabilities, SELinux labels, user.* data,
-  overlay metadata). An xattr the destination filesystem refuses
-  (EOPNOTSUPP) is skipped, as Docker skips one the source cannot hold.
-* a socket is recreated as a socket (mknod S_IFSOCK). Docker passes the
-  socket's mode to mkfifo, which the kernel rejects with EINVAL.
 """
 
 import errno
@@ -39,6 +37,12 @@ HARDLINK = "hardlink"
 FICLONE = 0x40049409
 
 _COPY_CHUNK = 1 << 30
+
+CAPABILITY = "security.capability"
+OPAQUE = "trusted.overlay.opaque"
+# DirCopy(..., copyOpaqueXattrs): false for vfs, true for overlay's copy-up
+VFS_XATTRS = (CAPABILITY,)
+OVERLAY_XATTRS = (CAPABILITY, OPAQUE)
 
 
 class CopyError(GraphDriverError):
@@ -123,36 +127,18 @@ def _copy_data(sfd, dfd, size, fast):
             view = view[os.write(dfd, view):]
 
 
-def copy_xattrs(src, dst, names=None):
-    """Copy xattrs of ``src`` to ``dst`` without following symlinks.
-
-    ``names`` limits the copy (Docker copies only security.capability);
-    None copies all of them.
-    """
-    try:
-        present = os.listxattr(src, follow_symlinks=False)
-    except OSError as e:
-        if e.errno in (errno.EOPNOTSUPP, errno.ENOTSUP):
-            return
-        raise
-    for name in present:
-        if names is not None and name not in names:
-            continue
+def copy_xattrs(src, dst, names):
+    """Docker's copyXattr for each of ``names``, without following symlinks:
+    absent on ``src`` (or xattrs unsupported there) copies nothing; a
+    destination that refuses one is an error, as in Docker."""
+    for name in names:
         try:
             value = os.getxattr(src, name, follow_symlinks=False)
         except OSError as e:
-            if e.errno in (errno.ENODATA, errno.EOPNOTSUPP):
+            if e.errno in (errno.ENODATA, errno.EOPNOTSUPP, errno.ENOTSUP):
                 continue
             raise
-        try:
-            os.setxattr(dst, name, value, follow_symlinks=False)
-        except OSError as e:
-            # The destination filesystem cannot hold this one (user.* on a
-            # symlink is EPERM by design), as Docker tolerates on read.
-            if e.errno in (errno.EOPNOTSUPP, errno.ENOTSUP) or (
-                    e.errno == errno.EPERM and os.path.islink(dst)):
-                continue
-            raise
+        os.setxattr(dst, name, value, follow_symlinks=False)
 
 
 def _sorted_entries(top):
@@ -179,11 +165,11 @@ def walk(root):
             stack.append(_sorted_entries(entry.path))
 
 
-def dir_copy(src_dir, dst_dir, mode=CONTENT, xattrs=None):
+def dir_copy(src_dir, dst_dir, mode=CONTENT, xattrs=VFS_XATTRS):
     """Copy ``src_dir`` into the existing or new directory ``dst_dir``.
 
-    ``xattrs``: None copies every xattr; a collection of names copies only
-    those (``("security.capability",)`` is Docker's vfs behaviour).
+    ``xattrs``: the names copied (VFS_XATTRS, Docker's vfs; OVERLAY_XATTRS,
+    its overlay copy-up).
     """
     fast = _FastPaths()
     copied = {}          # (st_dev, st_ino) -> destination path, for hard links
@@ -197,6 +183,10 @@ def dir_copy(src_dir, dst_dir, mode=CONTENT, xattrs=None):
         try:
             _copy_entry(src, dst, st, mode, fast, copied, dir_times, xattrs)
         except OSError as e:
+            if stat.S_ISSOCK(st.st_mode):
+                e = OSError(e.errno, "%s: a socket, which Docker's DirCopy passes to mkfifo; "
+                            "Docker cannot copy this layer either (remove the socket from "
+                            "the parent layer)" % e.strerror)
             raise CopyError(src, dst, e)
     for dst, st in reversed(dir_times):
         try:
@@ -224,7 +214,9 @@ def _copy_entry(src, dst, st, mode, fast, copied, dir_times, xattrs):
             pass
     elif fmt == stat.S_IFLNK:
         os.symlink(os.readlink(src), dst)
-    elif fmt in (stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK):
+    elif fmt in (stat.S_IFIFO, stat.S_IFSOCK):
+        os.mkfifo(dst, st.st_mode)      # unix.Mkfifo(dstPath, stat.Mode)
+    elif fmt in (stat.S_IFCHR, stat.S_IFBLK):
         os.mknod(dst, st.st_mode, st.st_rdev)
     else:
         raise OSError(errno.EINVAL, "unknown file type 0o%o" % fmt)

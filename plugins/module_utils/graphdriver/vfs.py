@@ -8,6 +8,9 @@ Layout, as Docker writes it::
     <home>/backingFsBlockDev   only where xfs project quota is probed
 
 No copy-on-write and no mounts: Get returns the directory, Put does nothing.
+A child is Docker's DirCopy of its parent (copy.py): of the xattrs only
+``security.capability`` comes along, and a parent holding a socket is
+refused, as dockerd refuses it.
 Diffs are the naive ones (NaiveDiffDriver). A ``size`` quota needs xfs
 project quota (mount option ``pquota``), as in Docker.
 """
