@@ -12,7 +12,7 @@ from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver imp
     GraphDriverError, LayerExists, LayerNotFound, QuotaError, new)
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import copy as gcopy
 from tests.support import dockerd as dockerd_support
-from tests.support.backends import backend_home
+from tests.support.backends import backend_home, quota_missing
 
 DRIVER = "vfs"
 CAP = "security.capability"
@@ -323,9 +323,15 @@ def test_edge_cases(drv, home):
     assert not drv.exists("A")
 
 
-def test_size_without_project_quota_is_dockers_error(drv, home):
-    if drv._quota is not None:
-        pytest.skip("this backend has project quota")
+def test_size_quota_exactly_where_the_kernel_has_project_quota(drv, home):
+    """With CONFIG_XFS_QUOTA the backend is mounted with pquota and vfs must
+    take a size; without it, vfs refuses one with Docker's error."""
+    if quota_missing(DRIVER) is None:
+        assert drv._quota is not None, "pquota is mounted but vfs found no project quota"
+        drv.create_read_write("Q", None, {"size": "50M"})
+        assert drv.exists("Q")
+        new(DRIVER, home, {"size": "1G"}).cleanup()
+        return
     with pytest.raises(QuotaError) as err:
         drv.create_read_write("Q", None, {"size": "50M"})
     assert "Filesystem does not support, or has not enabled quotas" in str(err.value)

@@ -14,17 +14,30 @@ the list at the bottom.
 import contextlib
 
 BACKENDS = {}
+# driver name -> callable: None when its backend must enforce a ``size``
+# quota here (the quota tests then fail rather than skip), else why it cannot
+QUOTA = {}
 
 
 class Unavailable(Exception):
     """This machine cannot provide the backend; the message says why."""
 
 
-def backend(name):
+def backend(name, quota=None):
     def deco(fn):
         BACKENDS[name] = contextlib.contextmanager(fn)
+        if quota is not None:
+            QUOTA[name] = quota
         return fn
     return deco
+
+
+def quota_missing(name):
+    """None when driver ``name``'s backend must enforce a size quota here;
+    else why not (also for a backend that promises none)."""
+    if name not in QUOTA:
+        return "the %s test backend promises no quota" % name
+    return QUOTA[name]()
 
 
 @contextlib.contextmanager
