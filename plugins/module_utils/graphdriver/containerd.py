@@ -254,12 +254,18 @@ def root_of(data_root):
 
 
 class Daemon(object):
-    """A private containerd on a data-root's ``containerd/daemon``, as
-    dockerd would start it (its config, less the runtime's state), with its
-    sockets in a short private directory. Stopped by pid on exit."""
+    """A private containerd on ``root`` (a data-root's ``containerd/daemon``)
+    as dockerd would start it (its config, less the runtime's state), with
+    its sockets in a short private directory. Stopped by pid on exit.
 
-    def __init__(self, data_root, binary="containerd", timeout=60):
-        self.root = root_of(data_root)
+    ``read_only``: containerd runs on an overlay of ``root`` whose upper
+    directory is temporary, so what it writes (its database opened for
+    writing, a GC) never reaches ``root``: for check mode."""
+
+    def __init__(self, root, binary="containerd", timeout=60, read_only=False):
+        self.root = root
+        self.read_only = read_only
+        self._overlay = None
         self.binary = binary
         self.timeout = timeout
         self.dir = None
@@ -275,12 +281,19 @@ class Daemon(object):
         self.dir = tempfile.mkdtemp(prefix="containerd-", dir="/run/strata-graphdriver")
         self.address = os.path.join(self.dir, "containerd.sock")
         config = os.path.join(self.dir, "containerd.toml")
+        root = self.root
+        if self.read_only:
+            try:
+                root = self._overlay_of(self.root)
+            except BaseException:
+                self.__exit__(None, None, None)
+                raise
         with open(config, "w") as f:
             f.write('version = 2\nroot = "%s"\nstate = "%s"\n'
                     'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
                     '[grpc]\n  address = "%s"\n[ttrpc]\n  address = "%s"\n'
                     '[debug]\n  address = "%s"\n'
-                    % (self.root, os.path.join(self.dir, "state"), self.address,
+                    % (root, os.path.join(self.dir, "state"), self.address,
                        self.address + ".ttrpc", os.path.join(self.dir, "debug.sock")))
         log = open(os.path.join(self.dir, "containerd.log"), "ab")
         try:
@@ -295,6 +308,15 @@ class Daemon(object):
             self.__exit__(None, None, None)
             raise
         return self
+
+    def _overlay_of(self, root):
+        view = os.path.join(self.dir, "view")
+        for d in ("view", "upper", "work"):
+            os.mkdir(os.path.join(self.dir, d))
+        _run(["mount", "-t", "overlay", "overlay", "-o", "lowerdir=%s,upperdir=%s,workdir=%s"
+              % (root, os.path.join(self.dir, "upper"), os.path.join(self.dir, "work")), view])
+        self._overlay = view
+        return view
 
     def _wait_ready(self):
         deadline = time.monotonic() + self.timeout
@@ -329,6 +351,9 @@ class Daemon(object):
                 self.proc.kill()
                 self.proc.wait(10)
         self.proc = None
+        if self._overlay:
+            _run(["umount", self._overlay])
+            self._overlay = None
         if self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -90,7 +90,6 @@ class Plan(object):
         self.layers_to_copy = []    # ChainIDs the import brings (for progress)
         self.layers_present = []
         self.layers_copied = []
-        self.known = True           # False: containerd's state was not read (check mode)
         self.metadata_changed = False
         self.seconds = 0.0
 
@@ -108,7 +107,7 @@ class Plan(object):
             "layers_copied": self.layers_copied,
             "containers": self.containers, "containers_to_copy": self.containers_to_copy,
             "containers_copied": self.containers_copied, "bytes_to_copy": self.bytes_to_copy,
-            "bytes_free": self.bytes_free, "containerd_state_read": self.known,
+            "bytes_free": self.bytes_free,
             "changed": self.changed, "seconds": round(self.seconds, 3),
         }
 
@@ -131,15 +130,14 @@ def _names(tags):
 
 
 def _plan(data_root, src_store, opts, client):
-    """The Plan; ``client`` None when containerd's state is not read."""
+    """The Plan, from what the containerd behind ``client`` holds."""
     source = src_store.driver.name
     p = Plan(data_root, source, opts.snapshotter)
     images = ImageStore(data_root, source)
     configs = images.images()
     p.images = sorted(configs)
     p.tags = sorted(images.tags())
-    present = _present_images(client, configs, images.tags()) if client else {}
-    p.known = client is not None
+    present = _present_images(client, configs, images.tags())
     p.image_targets = {i: d.digest for i, d in present.items()}
     p.images_present = sorted(present)
     p.images_to_copy = [i for i in p.images if i not in present]
@@ -154,7 +152,7 @@ def _plan(data_root, src_store, opts, client):
             p.layers_present.append(layer.chain_id)
     for mount in src_store.mounts():
         p.containers.append(mount.name)
-        if client is None or client.snapshot(opts.snapshotter, mount.name) is None:
+        if client.snapshot(opts.snapshotter, mount.name) is None:
             p.containers_to_copy.append(mount.name)
             p.bytes_to_copy += _container_bytes(src_store, mount)
     root = c8d.root_of(data_root) if not opts.address else data_root
@@ -232,7 +230,7 @@ class _Containerd(object):
         if self.opts.address:
             address = self.opts.address
         else:
-            self._daemon = c8d.Daemon(self.data_root, self.opts.containerd).__enter__()
+            self._daemon = c8d.Daemon(c8d.root_of(self.data_root), self.opts.containerd).__enter__()
             address = self._daemon.address
         self.address = address
         self.client = c8d.Client(address)
@@ -254,10 +252,14 @@ def plan(data_root, source, source_options=None, target_options=None):
     if opts.address:
         with c8d.Client(opts.address) as client:
             return _plan(data_root, src_store, opts, client)[0]
-    # A private containerd would write its root: read nothing when one is
-    # there already (the plan says so), and a missing one holds nothing.
-    fresh = not os.path.isdir(c8d.root_of(data_root))
-    return _plan(data_root, src_store, opts, _EmptyContainerd() if fresh else None)[0]
+    root = c8d.root_of(data_root)
+    if not os.path.isdir(root):
+        return _plan(data_root, src_store, opts, _EmptyContainerd())[0]
+    # what a containerd on the data-root already holds, read through a
+    # private one on an overlay of its root: its writes never reach it
+    with c8d.Daemon(root, opts.containerd, read_only=True) as daemon:
+        with c8d.Client(daemon.address) as client:
+            return _plan(data_root, src_store, opts, client)[0]
 
 
 class _EmptyContainerd(object):
