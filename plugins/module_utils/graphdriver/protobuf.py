@@ -36,7 +36,7 @@ def encode(fields):
     nested message). None and empty values are left out, as proto3 does."""
     out = bytearray()
     for number, value in fields:
-        if value is None or value == "" or value == b"" or value is False or value == {}:
+        if value is None or value in ("", b"", 0, {}):    # 0 is False as well
             continue
         if isinstance(value, dict):
             for k, v in sorted(value.items()):
