@@ -25,6 +25,12 @@ attributes:
     description:
       - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
       - This assumes that the system controlled/queried by the module has not changed in a relevant way.
+  platform:
+    description: Target OS/families that can be operated against.
+    support: full
+    platforms: linux
+    details:
+      - Linux only, as Docker's graphdrivers are (mounts, ioctls, C(/proc)).
 '''
 
     # For modules that only read: nothing to change, nothing to diff.

@@ -25,6 +25,11 @@ description:
   - Does not mount the filesystem for Docker; see the C(strata.graphdriver.backing_store) role.
 author:
   - Strata graphdriver team (@strata)
+requirements:
+  - Python 3.9 or newer on the managed host (the standard library only)
+  - root
+  - btrfs-progs (C(mkfs.btrfs), C(btrfs))
+  - util-linux (C(blkid), C(wipefs), C(mount), C(umount))
 extends_documentation_fragment:
   - strata.graphdriver.attributes
   - strata.graphdriver.attributes.CHANGES

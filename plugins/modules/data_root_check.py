@@ -26,18 +26,14 @@ description:
     registration in progress then shows as a write set. Repairing refuses while an engine uses the data-root.
 author:
   - Strata graphdriver team (@strata)
+requirements:
+  - Python 3.9 or newer on the managed host (the standard library only)
+  - root, to read every layer
+  - the tools of the drivers whose stores it checks - C(btrfs) (btrfs-progs), C(zfs) (zfsutils-linux, or zfs-fuse), C(dmsetup) (lvm2); none for vfs, overlay2, overlay, aufs and fuse-overlayfs stores
 extends_documentation_fragment:
   - strata.graphdriver.attributes
+  - strata.graphdriver.daemon
 options:
-  data_root:
-    description:
-      - Docker's data-root.
-      - Defaults to C(data-root) in O(daemon_json), else C(/var/lib/docker).
-    type: path
-  daemon_json:
-    description: Path of the engine's configuration file, read for the defaults of O(data_root) and O(driver).
-    type: path
-    default: /etc/docker/daemon.json
   driver:
     description:
       - The driver whose store is checked.

@@ -31,15 +31,29 @@ description:
   - Does not change C(daemon.json); declare the target with M(strata.graphdriver.storage_driver) afterwards.
 author:
   - Strata graphdriver team (@strata)
+requirements:
+  - Python 3.9 or newer on the managed host (the standard library only)
+  - root
+  - the Docker engine stopped while the module runs
+  - the tools of the source and target drivers - C(btrfs) (btrfs-progs) for btrfs, C(zfs) (zfsutils-linux, or zfs-fuse) for zfs, C(dmsetup) (lvm2) for devicemapper, C(fuse-overlayfs) for fuse-overlayfs; none for vfs, overlay2 and overlay
 extends_documentation_fragment:
   - strata.graphdriver.attributes
+  - strata.graphdriver.daemon
   - strata.graphdriver.attributes.CHANGES
 options:
   target:
-    description: The storage driver to carry the images to.
+    description:
+      - The storage driver to carry the images to.
+      - V(containerd) is Docker's containerd image store (Engine 24+ with C(features.containerd-snapshotter)) on the
+        same data-root. The images go in through containerd's own import and unpack (C(ctr images import), as
+        C(docker load) on that store), the stopped containers as the lease and snapshots Docker makes for one. Tags,
+        configs and DiffIDs stay; the image ID that store shows is the manifest's digest; RepoDigests are not
+        carried. The graphdriver store is not written.
+      - With O(source=containerd) and a graphdriver O(target), the rollback of that migration - the carried
+        containers point at the graphdriver again; then turn the feature off.
     type: str
     required: true
-    choices: [btrfs, devicemapper, fuse-overlayfs, overlay2, vfs, zfs]
+    choices: [btrfs, containerd, devicemapper, fuse-overlayfs, overlay2, vfs, zfs]
   source:
     description:
       - The storage driver whose images are carried.
@@ -49,16 +63,19 @@ options:
         directories without mounting anything, aufs without the aufs kernel module. Docker deprecated both and
         removed them in Engine 24.
     type: str
-    choices: [aufs, btrfs, devicemapper, fuse-overlayfs, overlay, overlay2, vfs, zfs]
-  data_root:
+    choices: [aufs, btrfs, containerd, devicemapper, fuse-overlayfs, overlay, overlay2, vfs, zfs]
+  snapshotter:
+    description: The containerd snapshotter the images are unpacked into, with O(target=containerd).
+    type: str
+    choices: [btrfs, fuse-overlayfs, native, overlayfs, zfs]
+    default: overlayfs
+  containerd_address:
     description:
-      - Docker's data-root.
-      - Defaults to C(data-root) in O(daemon_json), else C(/var/lib/docker).
+      - The socket of a running containerd to use with O(target=containerd) or O(source=containerd) - the host's
+        own (C(/run/containerd/containerd.sock)) when the engine uses it.
+      - Unset, a private containerd runs on the data-root's C(containerd/daemon) for the time of the run, as the
+        engine runs its own; in check mode it runs on an overlay of that directory, so nothing there changes.
     type: path
-  daemon_json:
-    description: Path of the engine's configuration file, read for the defaults of O(data_root) and O(source).
-    type: path
-    default: /etc/docker/daemon.json
   source_options:
     description: The source driver's C(storage-opts), each C(key=value).
     type: list
@@ -240,7 +257,8 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.strata.graphdriver.plugins.module_utils import all_drivers  # noqa: F401 pylint: disable=unused-import
-from ansible_collections.strata.graphdriver.plugins.module_utils import daemon_json
+from ansible_collections.strata.graphdriver.plugins.module_utils import containerd_migration, daemon_json
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import to_containerd
 from ansible_collections.strata.graphdriver.plugins.module_utils.host_report import storage_opts_dict
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import migrate, new
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.engine import EngineRunning
@@ -249,7 +267,9 @@ from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.ima
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.layerstore import LayerStore
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.progress import ProgressFile
 
-DRIVERS = ['btrfs', 'devicemapper', 'fuse-overlayfs', 'overlay2', 'vfs', 'zfs']
+CONTAINERD = to_containerd.TARGET
+GRAPHDRIVERS = ['btrfs', 'devicemapper', 'fuse-overlayfs', 'overlay2', 'vfs', 'zfs']
+DRIVERS = sorted(GRAPHDRIVERS + [CONTAINERD])
 SOURCES = sorted(['aufs', 'overlay'] + DRIVERS)   # aufs and overlay: read-only sources
 
 
@@ -334,6 +354,33 @@ def metadata_missing(data_root, plan, tags):
     return any(i not in have for i in plan.images) or any(have_tags.get(r) != i for r, i in tags.items())
 
 
+def containerd_main(module):
+    """Onto the containerd image store, or back from it (the rollback)."""
+    p = module.params
+    try:
+        config = daemon_json.read(p['daemon_json'])
+        data_root = os.path.abspath(p['data_root'] or daemon_json.data_root(config))
+        if p['target'] == CONTAINERD:
+            source = resolve_source(p['source'], CONTAINERD, data_root, config)
+            if source not in GRAPHDRIVERS + ['aufs', 'overlay']:
+                module.fail_json(msg='source %s: the containerd store takes the images of a graphdriver' % source)
+            progress = ProgressFile(p['progress_file']) if p['progress_file'] else None
+            changed, result, commands = containerd_migration.onto_containerd(data_root, source, p, module.check_mode,
+                                                                             progress)
+        else:
+            source = CONTAINERD
+            changed, result, commands = containerd_migration.back_to_graphdriver(data_root, p['target'], p,
+                                                                                 module.check_mode)
+    except EngineRunning as e:
+        module.fail_json(msg='%s; the strata.graphdriver.driver_migration role stops the engine, migrates '
+                             'and starts it again' % e, evidence=e.evidence)
+    except GraphDriverError as e:
+        module.fail_json(msg=str(e))
+    result.update(changed=changed, data_root=data_root, source=source, target=p['target'], commands=commands,
+                  source_removed=False)
+    module.exit_json(**result)
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -346,11 +393,15 @@ def main():
             remove_source=dict(type='bool', default=False),
             force=dict(type='bool', default=False),
             progress_file=dict(type='path'),
+            snapshotter=dict(type='str', default='overlayfs', choices=list(to_containerd.SNAPSHOTTERS)),
+            containerd_address=dict(type='path'),
         ),
         supports_check_mode=True,
     )
     p = module.params
     target = p['target']
+    if CONTAINERD in (target, p['source']):
+        containerd_main(module)
     if p['remove_source'] and not p['force']:
         module.fail_json(msg='remove_source deletes the layers of the source driver, the rollback of this '
                              'migration: set force: true to confirm')

@@ -22,6 +22,11 @@ description:
   - Does not mount the filesystem; see the C(strata.graphdriver.backing_store) role.
 author:
   - Strata graphdriver team (@strata)
+requirements:
+  - Python 3.9 or newer on the managed host (the standard library only)
+  - root
+  - xfsprogs (C(mkfs.xfs)) for xfs, e2fsprogs (C(mkfs.ext4)) for ext4
+  - util-linux (C(blkid), C(wipefs))
 extends_documentation_fragment:
   - strata.graphdriver.attributes
   - strata.graphdriver.attributes.CHANGES

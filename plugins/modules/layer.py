@@ -26,9 +26,15 @@ description:
     a non-empty home as prior state, so a dry run must not make one).
 author:
   - Strata graphdriver team (@strata)
+requirements:
+  - Python 3.9 or newer on the managed host (the standard library only)
+  - root
+  - the Docker engine stopped while the module writes the driver home
+  - the tools of the driver - C(btrfs) (btrfs-progs) for btrfs, C(zfs) (zfsutils-linux, or zfs-fuse) for zfs, C(dmsetup) (lvm2) for devicemapper, C(fuse-overlayfs) and C(fusermount3) (fuse3) for fuse-overlayfs; the kernel overlay module for overlay2; none for vfs
 extends_documentation_fragment:
   - strata.graphdriver.attributes
   - strata.graphdriver.attributes.CHANGES
+  - strata.graphdriver.daemon
 attributes:
   check_mode:
     details:
@@ -47,12 +53,9 @@ options:
     choices: [btrfs, devicemapper, fuse-overlayfs, overlay2, vfs, zfs]
   home:
     description:
-      - The driver's home. Defaults to C(<data_root>/<driver>).
+      - The driver's home. Defaults to C(<data_root>/<driver>), O(data_root) being C(data-root) in O(daemon_json),
+        else C(/var/lib/docker).
     type: path
-  data_root:
-    description: Docker's data-root, used when O(home) is not given.
-    type: path
-    default: /var/lib/docker
   options:
     description: 'Driver options, as in C(storage-opts), for example C({"zfs.fsname": "tank/docker"}).'
     type: dict
@@ -177,6 +180,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.strata.graphdriver.plugins.module_utils import daemon_json
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import engine, new
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
 from ansible_collections.strata.graphdriver.plugins.module_utils.layer_state import LayerState, describe, is_mounted
@@ -192,7 +196,8 @@ def main():
             id=dict(type='str', required=True, aliases=['name']),
             driver=dict(type='str', required=True, choices=DRIVERS),
             home=dict(type='path'),
-            data_root=dict(type='path', default='/var/lib/docker'),
+            data_root=dict(type='path'),
+            daemon_json=dict(type='path', default=daemon_json.DEFAULT_PATH),
             options=dict(type='dict', default={}),
             state=dict(type='str', default='present', choices=['present', 'absent', 'mounted', 'unmounted']),
             parent=dict(type='str'),
@@ -205,8 +210,12 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    home = p['home'] or os.path.join(p['data_root'], p['driver'])
-    result = dict(changed=False, id=p['id'], home=home, commands=[], layer_path=None)
+    result = dict(changed=False, id=p['id'], home=p['home'], commands=[], layer_path=None)
+    try:
+        data_root = p['data_root'] or daemon_json.data_root(daemon_json.read(p['daemon_json']))
+    except GraphDriverError as e:
+        module.fail_json(msg=str(e), **result)
+    home = result['home'] = p['home'] or os.path.join(data_root, p['driver'])
     if p['tar'] and not os.path.isfile(p['tar']):
         module.fail_json(msg='layer tar %s does not exist on the host: copy it there first' % p['tar'], **result)
     try:

@@ -13,7 +13,7 @@ short_description: Declare Docker's storage driver in daemon.json, safely
 version_added: 0.1.0
 description:
   - Sets C(storage-driver) and C(storage-opts) in the engine's C(daemon.json), keeping every other key of
-    the file and their order. The file is replaced atomically.
+    the file and their order. The file is replaced atomically, and created (with its directory) when missing.
   - O(name=auto) declares the driver Docker itself would pick on this host for the installed engine version
     (prior state first, then the first supported driver in Docker's priority order).
   - Refuses a driver this host cannot run and says why (missing tool, wrong backing filesystem, no d_type).
@@ -21,8 +21,14 @@ description:
   - Does not restart the engine; it returns RV(restart_required) so that a handler can.
 author:
   - Strata graphdriver team (@strata)
+requirements:
+  - Python 3.9 or newer on the managed host (the standard library only)
+  - root, to write O(daemon_json)
+  - the tools of the driver declared, for its support to be checked (see M(strata.graphdriver.driver_info))
 extends_documentation_fragment:
   - strata.graphdriver.attributes
+  - strata.graphdriver.daemon
+  - strata.graphdriver.daemon.DOCKER_HOST
   - strata.graphdriver.attributes.CHANGES
 options:
   name:
@@ -38,19 +44,6 @@ options:
       - When not given, the file's C(storage-opts) are kept. An empty list removes them.
     type: list
     elements: str
-  data_root:
-    description:
-      - Docker's data-root, where the driver's home and prior state are looked for.
-      - Defaults to C(data-root) in O(daemon_json), else C(/var/lib/docker).
-    type: path
-  daemon_json:
-    description: Path of the engine's configuration file; created (with its directory) when missing.
-    type: path
-    default: /etc/docker/daemon.json
-  docker_host:
-    description: The running engine's API socket (C(unix://) only), asked for the driver it really uses.
-    type: str
-    default: unix:///var/run/docker.sock
   engine_version:
     description:
       - Engine version whose priority rules apply to O(name=auto).

@@ -24,6 +24,11 @@ description:
   - Works with kernel ZFS and with C(zfs-fuse).
 author:
   - Strata graphdriver team (@strata)
+requirements:
+  - Python 3.9 or newer on the managed host (the standard library only)
+  - root
+  - OpenZFS (C(zpool), C(zfs) from zfsutils-linux), or zfs-fuse with its daemon running
+  - util-linux (C(blkid), C(wipefs))
 extends_documentation_fragment:
   - strata.graphdriver.attributes
   - strata.graphdriver.attributes.CHANGES
