@@ -26,25 +26,16 @@ description:
     "contains several valid graphdrivers" trap.
 author:
   - Strata graphdriver team (@strata)
+requirements:
+  - Python 3.9 or newer on the managed host (the standard library only)
+  - root, to read the driver homes and run C(xfs_info)
+  - the tools of the drivers it checks, for their support to be reported (C(btrfs) from btrfs-progs, C(zfs) from zfsutils-linux or zfs-fuse, C(fuse-overlayfs), C(dmsetup) from lvm2); a missing tool is reported as the reason a driver is not supported, not as an error
 extends_documentation_fragment:
   - strata.graphdriver.attributes
+  - strata.graphdriver.daemon
+  - strata.graphdriver.daemon.DOCKER_HOST
   - strata.graphdriver.attributes.INFO_MODULE
 options:
-  data_root:
-    description:
-      - Docker's data-root.
-      - Defaults to C(data-root) in O(daemon_json), else C(/var/lib/docker).
-    type: path
-  daemon_json:
-    description: Path of the engine's configuration file.
-    type: path
-    default: /etc/docker/daemon.json
-  docker_host:
-    description:
-      - The running engine's API socket, C(unix://) only.
-      - When nothing answers there, RV(running) is V(null); that is not an error.
-    type: str
-    default: unix:///var/run/docker.sock
   engine_version:
     description:
       - Engine version whose priority rules to apply, for example V(24.0.7).
