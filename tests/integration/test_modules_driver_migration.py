@@ -402,3 +402,45 @@ def test_migration_wait_prints_progress_and_returns_the_jobs_result(tmp_path):
     assert run.stdout.count("localhost: " + waited["progress"]) == 1, "printed once, while it did not change"
     assert [r["result"]["stat"]["exists"] for r in run.records if task_name(r) == "The job's result file is gone"] \
         == [False]
+
+
+def test_onto_the_containerd_store_and_back(host, tmp_path, monkeypatch):
+    """target containerd: Engine 26.1 on the containerd store runs what 20.10 wrote on vfs;
+    source containerd: the rollback, after which 20.10 on vfs has its container again."""
+    reason = dockerd_support.available("26.1")
+    if reason:
+        pytest.skip(reason)
+    # the managed host's containerd and ctr: Engine 26.1's, first in PATH
+    monkeypatch.setenv("PATH", dockerd_support.ENGINES["26.1"].path)
+    data_root, conf, image_id, ids = host
+    params = {"target": "containerd", "daemon_json": conf}
+
+    before = tree(data_root)
+    run, plan = run_module("driver_migration", params, check=True)
+    assert run.rc == 0, run.stdout[-5000:]
+    assert differences(before, tree(data_root)) == [], "check mode wrote under the data-root"
+    assert plan["changed"] is True and plan["source"] == "vfs" and plan["snapshotter"] == "overlayfs"
+    assert sorted(plan["images_to_copy"]) == ids and len(plan["containers_to_copy"]) == 1
+    assert plan["commands"][0].startswith("ctr images import: 2 images (2 layers")
+    assert plan["commands"][1].startswith("carry container %s: lease" % plan["containers_to_copy"][0])
+
+    run, res = run_module("driver_migration", params)
+    assert run.rc == 0, run.stdout[-5000:]
+    assert res["changed"] is True and res["containers_copied"] == plan["containers_to_copy"]
+    run, again = run_module("driver_migration", params)
+    assert again["changed"] is False and again["commands"] == [], again
+
+    feature = {"features": {"containerd-snapshotter": True}}
+    with dockerd_support.dockerd(str(tmp_path / "d26"), None, data_root, engine="26.1", config=feature) as d:
+        assert d.docker("run", "--rm", "--network", "none", images.TAG, *images.RUN_CMD) == images.EXPECTED_OUTPUT
+        assert d.docker("ps", "-a", "--format", "{{.Names}}").split() == ["left-behind"]
+
+    back = {"source": "containerd", "target": "vfs", "daemon_json": conf}
+    run, plan_back = run_module("driver_migration", back, check=True)
+    assert plan_back["changed"] is True and plan_back["containers"] == plan["containers_to_copy"]
+    run, res_back = run_module("driver_migration", back)
+    assert run.rc == 0, run.stdout[-5000:]
+    assert res_back["containers_copied"] == plan["containers_to_copy"]
+    with dockerd_support.dockerd(str(tmp_path / "d-vfs"), "vfs", data_root) as d:
+        assert d.docker("ps", "-a", "--format", "{{.Names}}").split() == ["left-behind"]
+        assert d.docker("inspect", "-f", "{{.Image}}", "left-behind").strip() == image_id

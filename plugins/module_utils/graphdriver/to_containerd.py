@@ -507,3 +507,17 @@ def restore_containers(data_root, graphdriver, target_options=None):
             _write_config(path, want)
             restored.append(mount.name)
     return restored
+
+
+def containers_to_restore(data_root, graphdriver):
+    """Ids of the containers ``restore_containers`` would give back to
+    ``graphdriver``: carried ones (config no longer on it) whose layers it
+    still has. Reads nothing of containerd."""
+    data_root = os.path.abspath(data_root)
+    store = _source(data_root, graphdriver, None)
+    out = []
+    for mount in store.mounts():
+        config = _container_config(data_root, mount.name)[1]
+        if config is not None and config.get("Driver") != graphdriver:
+            out.append(mount.name)
+    return out
