@@ -1,6 +1,12 @@
 """The zfs driver on a real ZFS pool (zfs-fuse here: the machine has no kernel
 ZFS): Docker's datasets, clones and deferred snapshots, quotas, mounts
-counted across processes, and the refusals."""
+counted across processes, and the refusals.
+
+dockerd refuses zfs-fuse (it opens /dev/zfs), so no engine can write the
+layout for comparison here: the expectations are written by hand from moby's
+daemon/graphdriver/zfs/zfs.go (v20.10.24, unchanged on these points in
+v26.1.5), and each test cites the function it follows.
+"""
 
 import errno
 import os
@@ -58,28 +64,44 @@ def driver(zfs_home, tmp_path, monkeypatch):
 
 
 def test_layout_is_dockers(driver):
+    """No dockerd can run zfs here (it needs kernel ZFS, /dev/zfs): every
+    expectation below is written from moby's daemon/graphdriver/zfs/zfs.go
+    (v20.10.24; the same in v26.1.5), cited function by function."""
     fsname = driver.fsname
-    # Found from the mount of the data-root, as Docker's lookupZfsDataset.
+    # Init: without zfs.fsname, lookupZfsDataset takes the dataset mounted
+    # at the data-root (the mount whose device is the home's parent's)
     assert fsname == mount_of(os.path.dirname(driver.home)).source
+    # Init: idtools.MkdirAllAndChown(base, 0710, ...)
     assert oct(os.stat(driver.home).st_mode & 0o777) == oct(0o710)
     driver.create("base")
     driver.create_read_write("child", "base")
+    # zfsPath: <fsname>/<id>, one dataset per layer
     assert datasets(fsname) == sorted([fsname, fsname + "/base", fsname + "/child"])
     for layer in ("base", "child"):
+        # create: CreateFilesystem with {"mountpoint": "legacy"};
+        # cloneFilesystem: snapshot.Clone(name, {"mountpoint": "legacy"})
         assert prop(fsname + "/" + layer, "mountpoint") == "legacy"
         assert prop(fsname + "/" + layer, "mounted") == "no"
     snaps = datasets(fsname, "snapshot")
+    # cloneFilesystem: parentDataset.Snapshot(time.Now().Nanosecond() as
+    # decimal digits), not recursive
     assert len(snaps) == 1 and snaps[0].startswith(fsname + "/base@")
     assert snaps[0].split("@")[1].isdigit()
-    # The clone's snapshot is destroyed as soon as no clone needs it.
+    # cloneFilesystem: snapshot.Destroy(zfs.DestroyDeferDeletion) once the
+    # clone exists, so the snapshot goes when no clone needs it
     assert prop(snaps[0], "defer_destroy") == "on"
     assert prop(fsname + "/child", "origin") == snaps[0]
+    # GetMetadata: {"Mountpoint": mountPath(id) = <home>/graph/<id>,
+    # "Dataset": zfsPath(id)}
     assert driver.metadata("child") == {
         "Mountpoint": os.path.join(driver.home, "graph", "child"),
         "Dataset": fsname + "/child"}
 
 
 def test_get_mounts_put_restores_legacy(driver):
+    # zfs.go (v20.10.24, v26.1.5) Get: MkdirAllAndChown(mountPath(id), 0755),
+    # mount.Mount(zfsPath(id), mountpoint, "zfs"); Put: Unmount(MNT_DETACH),
+    # Rmdir(mountpoint)
     driver.create("base")
     path = driver.get("base")
     assert path == os.path.join(driver.home, "graph", "base")
@@ -142,7 +164,8 @@ def test_remove_of_a_parent_with_clones_is_refused_as_docker(driver):
     fsname = driver.fsname
     driver.create("base")
     driver.create("child", "base")
-    # zfs destroy -r (Docker's flag) refuses a dataset with dependent clones.
+    # zfs.go Remove: dataset.Destroy(zfs.DestroyRecursive), i.e. zfs destroy
+    # -r, which refuses a dataset with dependent clones
     with pytest.raises(GraphDriverError) as e:
         driver.remove("base")
     assert "base" in str(e.value) and "dependent clones" in str(e.value)
@@ -165,6 +188,8 @@ def test_remove_unmounts_a_mounted_layer(driver):
 
 
 def test_quota_is_enforced(driver):
+    # zfs.go create/setQuota: the size storage option is the dataset's quota
+    # property, in bytes; parseStorageOpt refuses any other key
     driver.create_read_write("limited", None, {"size": "50M"})
     assert prop(driver.fsname + "/limited", "quota") == str(50 * MiB)
     path = driver.get("limited")
