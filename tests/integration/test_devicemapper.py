@@ -116,31 +116,44 @@ def pool_can_create_thin(drv, device_id):
 
 @needs_dm
 def test_dm_metadata_files_as_docker(home):
+    """Hand-written from moby v20.10.24 daemon/graphdriver/devmapper/
+    deviceset.go (devicemapper left Docker at 25.0, and this expectation is
+    not compared with a dockerd-written store): devInfo, transaction and
+    DeviceSet's JSON tags, writeMetaFile, maxDeviceID."""
     drv = start(home)
     try:
         drv.create("l1")
         drv.create("l2", "l1")
         meta = os.path.join(home, "metadata")
+        # metadataFile(info): metadata/<hash>; deviceSetMetaFile,
+        # transactionMetaFile: "deviceset-metadata", "transaction-metadata"
         assert sorted(os.listdir(meta)) == ["base", "deviceset-metadata", "l1", "l2",
                                             "transaction-metadata"]
         infos = {n: read_json(os.path.join(meta, n)) for n in ("base", "l1", "l2")}
         for info in infos.values():
+            # devInfo's json tags, in field order (Hash is json:"-")
             assert list(info) == DEVINFO_KEYS
+            # maxDeviceID = 0xffffff (24 bit, pool limit)
             assert 0 < info["device_id"] <= 0xffffff
             assert info["deleted"] is False
         assert infos["base"]["initialized"] is True
         assert len({i["device_id"] for i in infos.values()}) == 3
         tx = [infos[n]["transaction_id"] for n in ("base", "l1", "l2")]
         assert tx == sorted(tx) and len(set(tx)) == 3
-        # the pool's own transaction id is the last one closed
+        # closeTransaction: updatePoolTransactionID, so the pool's own
+        # transaction id is the last one closed; openTransaction saved
+        # {"open_transaction_id", "device_hash", "device_id"} first
         assert drv.pool_status()[0] == tx[-1]
         assert read_json(os.path.join(meta, "transaction-metadata")) == {
             "open_transaction_id": tx[-1], "device_hash": "l2",
             "device_id": infos["l2"]["device_id"]}
+        # saveDeviceSetMetaData: DeviceSet's exported fields (NextDeviceID as
+        # json:"next_device_id", BaseDeviceUUID, BaseDeviceFilesystem)
         dsm = read_json(os.path.join(meta, "deviceset-metadata"))
         assert dsm["BaseDeviceFilesystem"] == "xfs"
         assert dsm["next_device_id"] == infos["l2"]["device_id"]
         assert re.match(r"^[0-9a-f-]{36}$", dsm["BaseDeviceUUID"])
+        # writeMetaFile: os.CreateTemp (0600), Sync, Rename
         for name in os.listdir(meta):
             assert os.stat(os.path.join(meta, name)).st_mode & 0o777 == 0o600
     finally:
@@ -170,9 +183,13 @@ def test_dm_device_names_and_mount(home):
     try:
         drv.create("layer")
         st = os.stat(home)
+        # deviceset.go (v20.10.24) initDevmapper: devicePrefix
+        # "docker-<major>:<minor>-<inode of the home>"; getPoolName: + "-pool"
         prefix = "docker-%d:%d-%d" % (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
         assert drv.pool_name == prefix + "-pool"
         root = drv.get("layer")
+        # devmapper/driver.go (v20.10.24) Get: mnt/<id>/rootfs, and an "id"
+        # file holding the id beside it
         assert root == os.path.join(home, "mnt", "layer", "rootfs")
         names = dmsetup("ls").split()
         assert prefix + "-layer" in names and prefix + "-pool" in names
@@ -191,6 +208,10 @@ def test_dm_device_names_and_mount(home):
 
 @needs_dm
 def test_dm_loop_files_are_sparse(home):
+    # deviceset.go (v20.10.24) ensureImage: sparse files devicemapper/data and
+    # devicemapper/metadata (sizes from the backend's options);
+    # driver.go Status: the keys and units.HumanSize values (64K blocks:
+    # defaultThinpBlockSize = 128 sectors)
     drv = start(home)
     try:
         for name, size in (("data", 2 << 30), ("metadata", 64 * MiB)):
