@@ -13,6 +13,9 @@ that data-root and times, side by side:
 - Docker's way: ``docker save`` of every image from a dockerd on the
   source, then ``docker load`` into a dockerd on the target (daemon starts
   and stops not counted);
+  target ``containerd`` is Docker's containerd image store: ours is
+  ``to_containerd.migrate``, Docker's way is 20.10's ``docker save`` then
+  Engine 26.1's ``docker load`` with ``features.containerd-snapshotter``;
 - GNU tar: ``tar -xpf`` of the same layer tars into an empty directory,
   the floor for writing those files at all.
 
@@ -38,8 +41,9 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, ".build"))
 sys.path.insert(0, ROOT)
 
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import migrate  # noqa: E402
-from tests.support.dockerd import dockerd  # noqa: E402
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import (  # noqa: E402
+    migrate, to_containerd)
+from tests.support.dockerd import ENGINES, dockerd  # noqa: E402
 from tests.support.loop import loop_filesystem  # noqa: E402
 
 TREES = {"strata/bench-dev:1": ["/usr/include", "/usr/lib/python3.11"], "strata/bench-doc:1": ["/usr/share/doc"]}
@@ -78,7 +82,10 @@ def timed(fn):
 def round_once(work, template, tars, source, target, n):
     ours_root = os.path.join(work, "ours-%d" % n)
     sh("cp", "-a", template, ours_root)
-    ours = timed(lambda: migrate.migrate(ours_root, source, target))
+    if target == "containerd":
+        ours = timed(lambda: to_containerd.migrate(ours_root, source))
+    else:
+        ours = timed(lambda: migrate.migrate(ours_root, source, target))
 
     theirs_root = os.path.join(work, "theirs-%d" % n)
     sh("cp", "-a", template, theirs_root)
@@ -86,7 +93,12 @@ def round_once(work, template, tars, source, target, n):
     with dockerd(os.path.join(work, "d-save-%d" % n), source, theirs_root) as d:
         save = timed(lambda: d.docker("save", "-o", saved, *sorted(TREES)))
     fresh = os.path.join(work, "loaded-%d" % n)
-    with dockerd(os.path.join(work, "d-load-%d" % n), target, fresh) as d:
+    if target == "containerd":
+        loader = dockerd(os.path.join(work, "d-load-%d" % n), None, fresh, engine="26.1",
+                         config={"features": {"containerd-snapshotter": True}})
+    else:
+        loader = dockerd(os.path.join(work, "d-load-%d" % n), target, fresh)
+    with loader as d:
         load = timed(lambda: d.docker("load", "-i", saved))
 
     out = os.path.join(work, "tar-%d" % n)
@@ -141,6 +153,8 @@ def main():
     ap.add_argument("--sync", action="store_true", help="end each timed step with sync(2)")
     args = ap.parse_args()
     SYNC = args.sync
+    # a containerd target runs Engine 26.1's containerd and ctr, as its host would
+    os.environ["PATH"] = ENGINES["26.1"].path
     print("timed steps end with sync(2)" if SYNC else "timed steps do not sync")
     for pair in args.pairs.split(","):
         source, target = pair.split(":")
