@@ -29,7 +29,8 @@ author:
 requirements:
   - Python 3.9 or newer on the managed host (the standard library only)
   - root, to read every layer
-  - the tools of the drivers whose stores it checks - C(btrfs) (btrfs-progs), C(zfs) (zfsutils-linux, or zfs-fuse), C(dmsetup) (lvm2); none for vfs, overlay2, overlay, aufs and fuse-overlayfs stores
+  - the tools of the drivers whose stores it checks - C(btrfs) (btrfs-progs), C(zfs) (zfsutils-linux, or
+    zfs-fuse), C(dmsetup) (lvm2); none for vfs, overlay2, overlay, aufs and fuse-overlayfs stores
 extends_documentation_fragment:
   - strata.graphdriver.attributes
   - strata.graphdriver.daemon

@@ -29,7 +29,9 @@ author:
 requirements:
   - Python 3.9 or newer on the managed host (the standard library only)
   - root, to read the driver homes and run C(xfs_info)
-  - the tools of the drivers it checks, for their support to be reported (C(btrfs) from btrfs-progs, C(zfs) from zfsutils-linux or zfs-fuse, C(fuse-overlayfs), C(dmsetup) from lvm2); a missing tool is reported as the reason a driver is not supported, not as an error
+  - the tools of the drivers it checks, for their support to be reported (C(btrfs) from btrfs-progs, C(zfs) from
+    zfsutils-linux or zfs-fuse, C(fuse-overlayfs), C(dmsetup) from lvm2); a missing tool is reported as the reason
+    a driver is not supported, not as an error
 extends_documentation_fragment:
   - strata.graphdriver.attributes
   - strata.graphdriver.daemon

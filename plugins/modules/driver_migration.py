@@ -35,7 +35,9 @@ requirements:
   - Python 3.9 or newer on the managed host (the standard library only)
   - root
   - the Docker engine stopped while the module runs
-  - the tools of the source and target drivers - C(btrfs) (btrfs-progs) for btrfs, C(zfs) (zfsutils-linux, or zfs-fuse) for zfs, C(dmsetup) (lvm2) for devicemapper, C(fuse-overlayfs) for fuse-overlayfs; none for vfs, overlay2 and overlay
+  - the tools of the source and target drivers - C(btrfs) (btrfs-progs) for btrfs, C(zfs) (zfsutils-linux, or
+    zfs-fuse) for zfs, C(dmsetup) (lvm2) for devicemapper, C(fuse-overlayfs) for fuse-overlayfs; none for vfs,
+    overlay2 and overlay
 extends_documentation_fragment:
   - strata.graphdriver.attributes
   - strata.graphdriver.daemon

@@ -30,7 +30,9 @@ requirements:
   - Python 3.9 or newer on the managed host (the standard library only)
   - root
   - the Docker engine stopped while the module writes the driver home
-  - the tools of the driver - C(btrfs) (btrfs-progs) for btrfs, C(zfs) (zfsutils-linux, or zfs-fuse) for zfs, C(dmsetup) (lvm2) for devicemapper, C(fuse-overlayfs) and C(fusermount3) (fuse3) for fuse-overlayfs; the kernel overlay module for overlay2; none for vfs
+  - the tools of the driver - C(btrfs) (btrfs-progs) for btrfs, C(zfs) (zfsutils-linux, or zfs-fuse) for zfs,
+    C(dmsetup) (lvm2) for devicemapper, C(fuse-overlayfs) and C(fusermount3) (fuse3) for fuse-overlayfs; the
+    kernel overlay module for overlay2; none for vfs
 extends_documentation_fragment:
   - strata.graphdriver.attributes
   - strata.graphdriver.attributes.CHANGES
