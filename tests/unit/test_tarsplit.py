@@ -32,7 +32,7 @@ def bitwise_crc64_iso(data):
     crc = (1 << 64) - 1
     for byte in data:
         crc ^= byte
-        for _ in range(8):
+        for _i in range(8):
             crc = (crc >> 1) ^ 0xD800000000000000 if crc & 1 else crc >> 1
     return crc ^ ((1 << 64) - 1)
 
@@ -45,7 +45,7 @@ def test_crc64_go_golden(want, data):
 def test_crc64_matches_bitwise_reference_and_streams():
     rnd = random.Random(42)
     for n in (1, 7, 8, 9, 31, 32, 33, 64, 65, 127, 128, 129, 511, 4096, 70001):
-        data = bytes(rnd.getrandbits(8) for _ in range(n))
+        data = bytes(rnd.getrandbits(8) for _i in range(n))
         want = bitwise_crc64_iso(data)
         assert crc64.checksum(data) == want, n
         c = crc64.CRC64()
@@ -153,7 +153,7 @@ def _roundtrip(data, tmp_path, chunk):
 def test_round_trip_is_byte_identical(tmp_path, fmt, chunk):
     long = "dir/" + "n" * 120 if fmt != tarfile.USTAR_FORMAT else "dir/" + "n" * 90
     rnd = random.Random(7)
-    big = bytes(rnd.getrandbits(8) for _ in range(70000))
+    big = bytes(rnd.getrandbits(8) for _i in range(70000))
     entries = [
         ("dir/", tarfile.DIRTYPE),
         ("dir/small", tarfile.REGTYPE, b"hello\n"),
