@@ -80,6 +80,35 @@ def with_storage(data, driver, storage_opts=None):
     return new
 
 
+FEATURE = "containerd-snapshotter"
+
+
+def containerd_store(data):
+    """Whether the file turns on Docker's containerd image store."""
+    return bool((data.get("features") or {}).get(FEATURE))
+
+
+def with_containerd_store(data, on, snapshotter=None):
+    """A copy of ``data`` with the containerd image store on (and
+    ``storage-driver`` the snapshotter, or left out for Docker's default)
+    or off (the feature key removed)."""
+    new = collections.OrderedDict(data)
+    features = collections.OrderedDict(new.get("features") or {})
+    if on:
+        features[FEATURE] = True
+        if snapshotter:
+            new["storage-driver"] = snapshotter
+        else:
+            new.pop("storage-driver", None)
+    else:
+        features.pop(FEATURE, None)
+    if features:
+        new["features"] = features
+    else:
+        new.pop("features", None)
+    return new
+
+
 def write(path, data):
     """Replace the file atomically, keeping the mode of an existing file."""
     mode = 0o644

@@ -18,7 +18,8 @@ import os
 from ansible_collections.strata.graphdriver.plugins.module_utils import all_drivers  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.strata.graphdriver.plugins.module_utils import daemon_json, engine_api
 from ansible_collections.strata.graphdriver.plugins.module_utils.host_report import storage_opts_dict
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import selection
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import selection, to_containerd
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.engine import EngineRunning
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
 
 
@@ -75,14 +76,28 @@ class Plan(object):
 
 
 def plan(name, storage_opts=None, data_root=None, path=daemon_json.DEFAULT_PATH,
-         docker_host=engine_api.DEFAULT_HOST, engine_version=None, force=False):
-    """The Plan for declaring ``name`` ('auto' = Docker's pick); Refused when unsafe."""
+         docker_host=engine_api.DEFAULT_HOST, engine_version=None, force=False, image_store=None):
+    """The Plan for declaring ``name`` ('auto' = Docker's pick); Refused when unsafe.
+
+    ``image_store``: 'graphdriver', 'containerd' (Docker's containerd image
+    store, ``name`` then a snapshotter), or None to keep the file's."""
     before = daemon_json.read(path)
     root = data_root or daemon_json.data_root(before)
     running = engine_api.running_engine(docker_host)
     version = engine_version or (running or {}).get("version") or engine_api.installed_version()
     current_opts = daemon_json.storage_settings(before)[1]
     opts = storage_opts_dict(current_opts if storage_opts is None else storage_opts)
+    was_containerd = daemon_json.containerd_store(before)
+    if image_store is None:
+        image_store = "containerd" if was_containerd else "graphdriver"
+    if image_store == "containerd":
+        return _containerd_plan(name, opts, root, path, before, running, version, force, was_containerd)
+    if was_containerd and not force and _containerd_holds_images(root):
+        raise Refused("turning the containerd image store off would hide the images it keeps under %s: "
+                      "set force: true to switch anyway (a rollback of strata.graphdriver.driver_migration "
+                      "to containerd does so)" % to_containerd.c8d.root_of(root))
+    if name in SNAPSHOTTER_ONLY:
+        raise Refused("%s is a containerd snapshotter: declare it with image_store: containerd" % name)
     # configured=None: what Docker would do on its own is what 'auto' means.
     report = selection.driver_report(root, engine_version=version, configured=None, options=opts)
 
@@ -109,4 +124,77 @@ def plan(name, storage_opts=None, data_root=None, path=daemon_json.DEFAULT_PATH,
                                             ", ".join(os.path.join(root, d) for d in hidden)))
 
     after = daemon_json.with_storage(before, driver, storage_opts)
+    if was_containerd:
+        after = daemon_json.with_containerd_store(after, False)
     return Plan(path, before, after, driver, report, running)
+
+
+# Each snapshotter of Docker's containerd store, and the graphdriver whose
+# support check on this host stands for its own (the same kernel feature).
+SNAPSHOTTERS = {"overlayfs": "overlay2", "native": "vfs", "btrfs": "btrfs", "zfs": "zfs",
+                "fuse-overlayfs": "fuse-overlayfs"}
+SNAPSHOTTER_ONLY = ("native", "overlayfs")
+CONTAINERD_STORE_SINCE = 24     # features.containerd-snapshotter came with Engine 24.0
+
+
+def _containerd_plan(name, opts, root, path, before, running, version, force, was_containerd):
+    snapshotter = to_containerd.DEFAULT_SNAPSHOTTER if name == "auto" else name
+    if snapshotter not in SNAPSHOTTERS:
+        raise Refused("with the containerd image store, name is a snapshotter (%s) or auto, not the "
+                      "graphdriver %s" % (", ".join(sorted(SNAPSHOTTERS)), name))
+    major = _major(version)
+    if major is not None and major < CONTAINERD_STORE_SINCE:
+        raise Refused("Engine %s has no containerd image store (features.containerd-snapshotter came with "
+                      "Engine 24.0)" % version)
+    report = selection.driver_report(root, engine_version=version, configured=None, options=opts)
+    status = (report.get("drivers") or {}).get(SNAPSHOTTERS[snapshotter]) or {}
+    if not status.get("supported"):
+        raise Refused("snapshotter %s cannot run on this host with data-root %s (backing filesystem %s): %s"
+                      % (snapshotter, root, report.get("backing_fs"), status.get("reason")))
+    if not was_containerd and not force:
+        hidden = _hidden_by_containerd(root)
+        if hidden:
+            raise Refused("turning the containerd image store on would hide %s: migrate them first "
+                          "(strata.graphdriver.driver_migration with target: containerd), or set force: true "
+                          "to switch anyway" % "; ".join(hidden))
+    after = daemon_json.with_containerd_store(before, True, None if name == "auto" else snapshotter)
+    return Plan(path, before, after, snapshotter, report, running)
+
+
+def _major(version):
+    try:
+        return int(str(version).split(".")[0])
+    except (TypeError, ValueError):
+        return None
+
+
+def _hidden_by_containerd(root):
+    """What of each graphdriver store under ``root`` (vfs included, which
+    Docker's prior-state scan leaves out) the containerd store lacks, in words."""
+    out = []
+    try:
+        stores = sorted(os.listdir(os.path.join(root, "image")))
+    except OSError:
+        stores = []
+    for driver in stores:
+        if not os.path.isdir(os.path.join(root, "image", driver, "layerdb")):
+            continue
+        try:
+            p = to_containerd.plan(root, driver)
+        except EngineRunning:
+            raise Refused("the engine is running on %s: stop it so that its %s store can be compared with the "
+                          "containerd store, or set force: true" % (root, driver))
+        if p.images_to_copy or p.containers_to_copy:
+            out.append("%d images and %d containers of the %s store" % (
+                len(p.images_to_copy), len(p.containers_to_copy), driver))
+    return out
+
+
+def _containerd_holds_images(root):
+    """Content blobs in the data-root's containerd: only its image store
+    writes them (Engine 20.10-23 use containerd for containers alone)."""
+    blobs = os.path.join(to_containerd.c8d.root_of(root), "io.containerd.content.v1.content", "blobs", "sha256")
+    try:
+        return bool(os.listdir(blobs))
+    except OSError:
+        return False

@@ -34,9 +34,21 @@ options:
   name:
     description:
       - The storage driver, or V(auto) for Docker's pick on this host.
+      - With O(image_store=containerd), the containerd snapshotter (V(overlayfs), V(native), V(btrfs), V(zfs),
+        V(fuse-overlayfs)), or V(auto) for Docker's default (overlayfs, C(storage-driver) left out).
     type: str
     required: true
-    choices: [auto, btrfs, devicemapper, fuse-overlayfs, overlay2, vfs, zfs]
+    choices: [auto, btrfs, devicemapper, fuse-overlayfs, native, overlay2, overlayfs, vfs, zfs]
+  image_store:
+    description:
+      - V(containerd) turns on Docker's containerd image store (C(features.containerd-snapshotter), Engine 24+);
+        V(graphdriver) turns it off. Unset, the file's setting is kept.
+      - Turning it on is refused, unless O(force=true), while a graphdriver store under the data-root holds images
+        or containers the containerd store lacks (carry them first with M(strata.graphdriver.driver_migration)
+        and O(strata.graphdriver.driver_migration#module:target=containerd)); turning it off is refused, unless
+        O(force=true), while the containerd store holds images.
+    type: str
+    choices: [containerd, graphdriver]
   storage_opts:
     description:
       - Driver options, each C(key=value), for example V(overlay2.size=10G) or V(zfs.fsname=tank/docker).
@@ -96,6 +108,11 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+image_store:
+  description: Where the engine keeps images once it reads the file - V(graphdriver) or V(containerd).
+  returned: success
+  type: str
+  sample: containerd
 driver:
   description: The driver declared (the resolved pick for O(name=auto)).
   returned: success
@@ -155,10 +172,10 @@ commands:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.strata.graphdriver.plugins.module_utils import driver_config
+from ansible_collections.strata.graphdriver.plugins.module_utils import daemon_json, driver_config
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
 
-DRIVERS = ['auto', 'btrfs', 'devicemapper', 'fuse-overlayfs', 'overlay2', 'vfs', 'zfs']
+DRIVERS = ['auto', 'btrfs', 'devicemapper', 'fuse-overlayfs', 'native', 'overlay2', 'overlayfs', 'vfs', 'zfs']
 
 
 def main():
@@ -172,6 +189,7 @@ def main():
             engine_version=dict(type='str'),
             force=dict(type='bool', default=False),
             check_running=dict(type='bool', default=False),
+            image_store=dict(type='str', choices=['containerd', 'graphdriver']),
         ),
         supports_check_mode=True,
     )
@@ -179,7 +197,8 @@ def main():
     try:
         plan = driver_config.plan(p['name'], storage_opts=p['storage_opts'], data_root=p['data_root'],
                                   path=p['daemon_json'], docker_host=p['docker_host'],
-                                  engine_version=p['engine_version'], force=p['force'])
+                                  engine_version=p['engine_version'], force=p['force'],
+                                  image_store=p['image_store'])
         if not module.check_mode:
             plan.apply()
     except GraphDriverError as e:
@@ -189,6 +208,7 @@ def main():
     result = dict(
         changed=plan.changed,
         driver=plan.driver,
+        image_store='containerd' if daemon_json.containerd_store(plan.after) else 'graphdriver',
         storage_opts=list(plan.after.get('storage-opts') or []),
         path=p['daemon_json'],
         restart_required=plan.restart_required,

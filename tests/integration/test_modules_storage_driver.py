@@ -151,3 +151,56 @@ def test_check_running_against_real_engine(lab):
             assert res["changed"] is False and res["restart_required"] is False
     except DockerdUnavailable as e:
         pytest.skip(str(e))
+
+
+def test_containerd_image_store_declared_only_when_nothing_is_hidden(tmp_path, monkeypatch):
+    """image_store: containerd refuses while 20.10's vfs store holds what the containerd store lacks;
+    after driver_migration to containerd it declares the feature, and Engine 26.1 on that file runs
+    the image; turning it off again refuses without force."""
+    from tests.support import dockerd as dockerd_support
+    from tests.support import images
+    for reason in (dockerd_support.available("20.10"), dockerd_support.available("26.1"),
+                   images.busybox_available()):
+        if reason:
+            pytest.skip(reason)
+    monkeypatch.setenv("PATH", dockerd_support.ENGINES["26.1"].path)
+    root = str(tmp_path / "docker")
+    conf = str(tmp_path / "daemon.json")
+    with open(conf, "w") as f:
+        json.dump({"data-root": root, "storage-driver": "vfs", "log-driver": "json-file"}, f)
+    with dockerd(str(tmp_path / "d20"), "vfs", root) as d:
+        images.build_into(d, str(tmp_path))
+    p = dict(name="auto", image_store="containerd", engine_version="26.1.5")
+
+    run, res = declare(root, conf, **p)
+    assert res["failed"] and "would hide 2 images and 0 containers of the vfs store" in res["msg"], res
+    run, res = declare(root, conf, **dict(p, engine_version="20.10.24"))
+    assert res["failed"] and "Engine 20.10.24 has no containerd image store" in res["msg"]
+    run, res = declare(root, conf, **dict(p, name="overlay2"))
+    assert res["failed"] and "name is a snapshotter" in res["msg"]
+
+    run, res = run_module("driver_migration", {"target": "containerd", "daemon_json": conf})
+    assert run.rc == 0 and res["changed"], res
+    before = read(conf)
+    run, res = declare(root, conf, check=True, **p)
+    assert res["changed"] and res["image_store"] == "containerd" and res["driver"] == "overlayfs"
+    assert read(conf) == before, "check mode wrote the file"
+    run, res = declare(root, conf, **p)
+    assert run.rc == 0 and res["changed"], res
+    written = json.loads(read(conf))
+    assert written == {"data-root": root, "log-driver": "json-file",
+                       "features": {"containerd-snapshotter": True}}
+    run, again = declare(root, conf, **p)
+    assert again["changed"] is False
+
+    config = {k: v for k, v in written.items() if k != "data-root"}
+    with dockerd(str(tmp_path / "d26"), None, root, engine="26.1", config=config) as d:
+        assert d.api("GET", "/info")[1]["Driver"] == "overlayfs"
+        assert d.docker("run", "--rm", "--network", "none", images.TAG,
+                        *images.RUN_CMD) == images.EXPECTED_OUTPUT
+
+    run, res = declare(root, conf, name="vfs", image_store="graphdriver")
+    assert res["failed"] and "would hide the images it keeps" in res["msg"]
+    run, res = declare(root, conf, name="vfs", image_store="graphdriver", force=True)
+    assert run.rc == 0 and json.loads(read(conf)) == {"data-root": root, "log-driver": "json-file",
+                                                      "storage-driver": "vfs"}
