@@ -16,7 +16,7 @@ __metaclass__ = type
 import os
 
 from ansible_collections.strata.graphdriver.plugins.module_utils import all_drivers  # noqa: F401 pylint: disable=unused-import
-from ansible_collections.strata.graphdriver.plugins.module_utils import daemon_json, engine_api
+from ansible_collections.strata.graphdriver.plugins.module_utils import daemon_json, engine_api, thinpool
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import selection
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.backingfs import nearest_existing
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.command import Command
@@ -79,8 +79,19 @@ def _prior_state_names(prior_state):
     return list(prior_state or [])
 
 
+def thin_pool_device(configured, opts, running):
+    """The thin pool a devicemapper host uses: daemon.json's dm.thinpooldev,
+    else the running engine's Pool Name (loop-lvm); None elsewhere."""
+    if opts.get("dm.thinpooldev"):
+        return opts["dm.thinpooldev"]
+    if running and running.get("driver") == "devicemapper":
+        return (running.get("driver_status") or {}).get("Pool Name")
+    return None
+
+
 def gather(data_root=None, daemon_json_path=daemon_json.DEFAULT_PATH,
-           docker_host=engine_api.DEFAULT_HOST, engine_version=None, storage_opts=None):
+           docker_host=engine_api.DEFAULT_HOST, engine_version=None, storage_opts=None,
+           thin_pool_threshold=90):
     config = daemon_json.read(daemon_json_path)
     configured, configured_opts = daemon_json.storage_settings(config)
     root = data_root or daemon_json.data_root(config)
@@ -125,6 +136,8 @@ def gather(data_root=None, daemon_json_path=daemon_json.DEFAULT_PATH,
         },
         "running": running,
     }
+    pool = thin_pool_device(configured, opts, running)
+    facts["thin_pool"] = thinpool.facts_for_device(pool, thin_pool_threshold) if pool else None
     if facts["drivers"].get("overlay2", {}).get("supported"):
         facts["overlay_native_diff"], facts["overlay_native_diff_reason"] = overlay_native_diff(root)
     facts["containerd_image_store_default"] = _containerd_default(version)
@@ -173,4 +186,25 @@ def warnings(facts):
                    % facts["data_root"])
     if facts.get("error"):
         out.append(facts["error"])
+    out += _thin_pool_warnings(facts["thin_pool"])
+    return out
+
+
+def _thin_pool_warnings(pool):
+    if not pool:
+        return []
+    if pool.get("error"):
+        return ["devicemapper's %s" % pool["error"]]
+    where = "%s/%s" % (pool["vg"], pool["name"]) if pool["vg"] else pool["name"]
+    out = []
+    if pool["over_threshold"]:
+        data = pool["data_percent_of_available"]
+        out.append("thin pool %s is over %g%%: data %s%%%s, metadata %s%%; extend the volume group or remove "
+                   "images before it fills (a full pool stops every container)"
+                   % (where, pool["threshold"], pool["data_percent"],
+                      " (%s%% counting the volume group's free space)" % data if data is not None else "",
+                      pool["metadata_percent"]))
+    if pool["vg"] and not pool["monitored"]:
+        out.append("thin pool %s is not monitored by dmeventd: it will not auto-extend (lvchange --monitor y %s)"
+                   % (where, where))
     return out

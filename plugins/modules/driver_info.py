@@ -24,6 +24,9 @@ description:
     C(docker info), asked over the engine's unix socket, when one answers).
   - Which driver homes under the data-root hold prior state, and Docker's
     "contains several valid graphdrivers" trap.
+  - On a devicemapper host, the thin pool (C(dm.thinpooldev), or the running engine's pool), its data and
+    metadata use, the free space in its volume group that auto-extension can take, whether dmeventd
+    monitors it and its LVM profile, and a warning when it is over O(thin_pool_threshold).
 author:
   - Strata graphdriver team (@strata)
 requirements:
@@ -43,6 +46,12 @@ options:
       - Engine version whose priority rules to apply, for example V(24.0.7).
       - Defaults to the running engine's version, else C(dockerd --version).
     type: str
+  thin_pool_threshold:
+    description:
+      - Use, in percent, from which a devicemapper host's thin pool is reported over threshold (data counting
+        the volume group's free space, or metadata). openshift-ansible's docker_storage check used V(90).
+    type: float
+    default: 90
 notes:
   - Needs root to read the driver homes and run C(xfs_info).
 seealso:
@@ -234,6 +243,30 @@ running:
       description: Whether it keeps images in the containerd image store.
       type: bool
       returned: success
+thin_pool:
+  description:
+    - The thin pool of a devicemapper host (C(dm.thinpooldev) in C(daemon.json), else the running engine's
+      C(Pool Name)); V(null) on other hosts. Keys as M(strata.graphdriver.thin_pool) returns in RV(pool), and
+      the ones below. A pool LVM does not know (loop-lvm) has V(null) for the LVM ones.
+  returned: always
+  type: dict
+  sample: {"vg": "docker", "name": "thinpool", "data_percent": 12.5, "metadata_percent": 3.1,
+           "data_percent_of_available": 10.2, "vg_free": 2147483648, "monitored": true,
+           "profile": "docker-thinpool", "thinpooldev": "/dev/mapper/docker-thinpool",
+           "threshold": 90, "over_threshold": false}
+  contains:
+    threshold:
+      description: O(thin_pool_threshold).
+      type: float
+      returned: success
+    over_threshold:
+      description: Whether data (counting the volume group's free space) or metadata use is at the threshold or above.
+      type: bool
+      returned: success
+    error:
+      description: Why the pool could not be read (it is missing, or not a thin pool); only then.
+      type: str
+      returned: when the pool cannot be read
 containerd_image_store_default:
   description: Whether that engine version defaults fresh installs to the containerd image store (Engine 29 and later).
   returned: always
@@ -259,13 +292,15 @@ def main():
             daemon_json=dict(type='path', default='/etc/docker/daemon.json'),
             docker_host=dict(type='str', default='unix:///var/run/docker.sock'),
             engine_version=dict(type='str'),
+            thin_pool_threshold=dict(type='float', default=90),
         ),
         supports_check_mode=True,
     )
     p = module.params
     try:
         facts = host_report.gather(data_root=p['data_root'], daemon_json_path=p['daemon_json'],
-                                   docker_host=p['docker_host'], engine_version=p['engine_version'])
+                                   docker_host=p['docker_host'], engine_version=p['engine_version'],
+                                   thin_pool_threshold=p['thin_pool_threshold'])
     except GraphDriverError as e:
         module.fail_json(msg=str(e))
     for w in facts['storage_warnings']:

@@ -118,3 +118,23 @@ def test_daemon_json_and_running_engine(xfs):
     assert res["running"]["version"].startswith("20.10")
     assert res["engine_version"] == res["running"]["version"]
     assert any("restart the engine" in w for w in res["storage_warnings"])
+
+
+def test_missing_thin_pool_is_reported(tmp_path):
+    """A devicemapper host whose dm.thinpooldev is gone (the VG not
+    activated): reported with why, and warned about. A pool that exists is
+    reported in test_thin_pool.py's VM test."""
+    root = str(tmp_path / "docker")
+    os.mkdir(root)      # info() finds daemon.json at <data-root>/..
+    with open(str(tmp_path / "daemon.json"), "w") as f:
+        json.dump({"storage-driver": "devicemapper",
+                   "storage-opts": ["dm.thinpooldev=/dev/mapper/strata--nosuch-thinpool"]}, f)
+    res = info(root, engine_version="20.10.24")
+    pool = res["thin_pool"]
+    assert pool["thinpooldev"] == "/dev/mapper/strata--nosuch-thinpool"
+    assert "no thin pool strata--nosuch-thinpool" in pool["error"] and pool["over_threshold"] is None
+    assert any("no thin pool strata--nosuch-thinpool" in w for w in res["storage_warnings"])
+
+
+def test_no_thin_pool_facts_elsewhere(xfs):
+    assert info(os.path.join(xfs, "docker"), engine_version="20.10.24")["thin_pool"] is None
