@@ -191,10 +191,13 @@ def test_unsupported_target_refused_with_reason(host):
 class FleetHost(object):
     """One inventory host: its own daemon.json, data-root and private dockerd (tests/support/engine_ctl.sh)."""
 
-    def __init__(self, name, template, workdir):
+    def __init__(self, name, template, workdir, engine="20.10"):
         self.name = name
         self.dir = workdir
         os.makedirs(workdir)
+        if engine != "20.10":
+            with open(os.path.join(workdir, "engine-prefix"), "w") as f:
+                f.write(dockerd_support.ENGINES[engine].prefix)
         self.data_root = copy_data_root(template, os.path.join(workdir, "docker"))
         self.conf = os.path.join(workdir, "daemon.json")
         self.progress = os.path.join(workdir, "progress", "migration.json")
@@ -444,3 +447,39 @@ def test_onto_the_containerd_store_and_back(host, tmp_path, monkeypatch):
     with dockerd_support.dockerd(str(tmp_path / "d-vfs"), "vfs", data_root) as d:
         assert d.docker("ps", "-a", "--format", "{{.Names}}").split() == ["left-behind"]
         assert d.docker("inspect", "-f", "{{.Image}}", "left-behind").strip() == image_id
+
+
+def test_playbook_rolls_a_host_onto_the_containerd_store(template, tmp_path, monkeypatch):
+    """A host upgraded to Engine 26.1, still on its vfs graphdriver, goes onto the containerd image
+    store with playbooks/migrate.yml -e target=containerd: images and container kept, daemon.json
+    declares the feature, the engine runs overlayfs; a second run finds it there."""
+    reason = dockerd_support.available("26.1")
+    if reason:
+        pytest.skip(reason)
+    monkeypatch.setenv("PATH", dockerd_support.ENGINES["26.1"].path)
+    host = FleetHost("node26", template[0], str(tmp_path / "node26"), engine="26.1")
+    inventory = str(tmp_path / "inventory")
+    with open(inventory, "w") as f:
+        f.write("[docker_hosts]\n" + host.inventory_line() + "\n")
+    try:
+        host.ctl("start")
+        assert host.image_ids() == template[2] and host.engine().info()["Driver"] == "vfs"
+        run = run_playbook(MIGRATE_PLAYBOOK, inventory=inventory, extra_vars={"target": "containerd"})
+        assert run.rc == 0, run.stdout[-5000:]
+        info = host.engine().info()
+        assert info["Driver"] == "overlayfs"
+        assert dict(info["DriverStatus"])["driver-type"] == "io.containerd.snapshotter.v1"
+        assert host.config()["features"] == {"containerd-snapshotter": True}
+        assert host.config()["storage-driver"] == "overlayfs"
+        result = [r["result"] for r in run.records if task_name(r) == "Wait for the migration, printing its progress"][0]
+        assert host.image_ids() == sorted(set(result["image_ids"].values())) and len(host.image_ids()) == 2
+        names = [c["Names"] for c in host.engine().get("/containers/json?all=1")]
+        assert names == [["/left-behind"]]
+
+        again = run_playbook(MIGRATE_PLAYBOOK, inventory=inventory, extra_vars={"target": "containerd"})
+        assert again.rc == 0, again.stdout[-5000:]
+        assert hosts_in_order(again, "Already on containerd") == ["node26"]
+        assert hosts_in_order(again, "Stop the engine") == []
+    finally:
+        host.stop()
+        unmount_under(host.dir, host.exec_root)

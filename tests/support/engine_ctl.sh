@@ -10,9 +10,16 @@
 # HOSTDIR/docker.sock, the pid file HOSTDIR/dockerd.pid, the log
 # HOSTDIR/dockerd.log. "stop" only ever stops the dockerd whose pid it
 # recorded, and waits for it and its containerd to exit.
+#
+# HOSTDIR/engine-prefix, when there, holds the prefix of another Engine build
+# (Engine 26.1's, tests/support/dockerd.py): its dockerd, CLI and containerd
+# run instead of the system's 20.10.
 set -eu
 action=${1:?usage: engine_ctl.sh start|stop HOSTDIR}
 dir=${2:?usage: engine_ctl.sh start|stop HOSTDIR}
+prefix=
+[ -f "$dir/engine-prefix" ] && prefix=$(cat "$dir/engine-prefix")
+if [ -n "$prefix" ]; then PATH=$prefix/usr/bin:$prefix/usr/sbin:$PATH; export PATH; fi
 pidfile=$dir/dockerd.pid
 sock=$dir/docker.sock
 
@@ -35,7 +42,7 @@ stop() {
 start() {
   running && return 0
   # setsid and no inherited descriptors: the daemon outlives the Ansible task
-  setsid /usr/sbin/dockerd --config-file "$dir/daemon.json" -H "unix://$sock" --pidfile "$pidfile" \
+  setsid "$prefix/usr/sbin/dockerd" --config-file "$dir/daemon.json" -H "unix://$sock" --pidfile "$pidfile" \
     --bridge=none --iptables=false --ip-masq=false \
     >>"$dir/dockerd.log" 2>&1 </dev/null &
   i=0
