@@ -34,7 +34,7 @@ PY=/usr/bin/python3
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c 'import ansible, pytest, testinfra, molecule, ansiblelint, antsibull_changelog, distlib' 2>/dev/null \
+if ! .venv/bin/python -c 'import ansible, pytest, testinfra, molecule, ansiblelint, antsibull_changelog, distlib, xdist, pytest_mock' 2>/dev/null \
     || [ ! -x .venv/bin/shellcheck ]; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -r tests/requirements.txt

@@ -163,7 +163,7 @@ def _containerd_plan(name, opts, root, path, before, running, version, force, wa
 
 def _major(version):
     try:
-        return int(str(version).split(".")[0])
+        return int(str(version).split(".", maxsplit=1)[0])
     except (TypeError, ValueError):
         return None
 
