@@ -24,7 +24,6 @@ config.v2.json back.
 import json
 import os
 import tarfile
-import tempfile
 import time
 
 from . import containerd as c8d
@@ -342,44 +341,41 @@ def _save_chunks(src_store, images, p, configs, repo_tags, meter):
 
 
 def _member(name, data):
-    info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime = len(data), 0o644, 0
-    yield info.tobuf(tarfile.PAX_FORMAT)
+    yield _header(name, len(data))
     yield data
     yield b"\0" * (-len(data) % 512)
 
 
 def _layer_member(src_store, layer, name):
-    """One layer's exact tar as an archive member; its size comes from its
-    tar-split (segments plus file sizes), or from a spooled copy."""
+    """One layer's exact tar as an archive member, from its tar-split (read
+    once: its segments and file sizes give the member's size first) and the
+    driver's files. containerd's unpack checks each DiffID."""
     ts = src_store.tar_split_path(layer.chain_id)
-    spool = None
-    if ts and os.path.exists(ts):
-        size = sum(len(e.payload) if e.type == tarsplit.SEGMENT_TYPE else e.size
-                   for e in tarsplit.read_entries(ts))
-        stream = src_store.tar_stream(layer.chain_id, check_crc=False)
-    else:
-        spool = tempfile.TemporaryFile(dir=os.path.join(src_store.data_root, "tmp")
-                                       if os.path.isdir(os.path.join(src_store.data_root, "tmp")) else None)
-        src_store.tar_stream_to(layer.chain_id, spool)
-        size = spool.tell()
-        spool.seek(0)
-        stream = spool
+    if not (ts and os.path.exists(ts)):
+        # without it the layer's exact bytes, and so its DiffID, are gone
+        raise ContainerdMigrationError("layer %s has no tar-split.json.gz: its exact tar cannot be "
+                                       "rebuilt (docker save would fail on it too)" % layer.chain_id)
+    entries = list(tarsplit.read_entries(ts))
+    size = sum(len(e.payload) if e.type == tarsplit.SEGMENT_TYPE else e.size for e in entries)
+    yield _header(name, size)
+    root, release = src_store.driver.diff_dir(layer.cache_id)
     try:
-        info = tarfile.TarInfo(name)
-        info.size, info.mode, info.mtime = size, 0o644, 0
-        yield info.tobuf(tarfile.PAX_FORMAT)
-        left = size
-        while left:
-            chunk = stream.read(min(left, 1 << 20))
-            if not chunk:
-                raise ContainerdMigrationError("layer %s: its tar ended %d bytes early"
-                                               % (layer.chain_id, left))
-            left -= len(chunk)
+        sent = 0
+        for chunk in tarsplit.chunks(entries, root, check_crc=False):
+            sent += len(chunk)
             yield chunk
-        yield b"\0" * (-size % 512)
     finally:
-        stream.close()
+        release()
+    if sent != size:
+        raise ContainerdMigrationError("layer %s: its tar-split describes %d bytes, its files gave %d"
+                                       % (layer.chain_id, size, sent))
+    yield b"\0" * (-size % 512)
+
+
+def _header(name, size):
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, 0o644, 0
+    return info.tobuf(tarfile.PAX_FORMAT)
 
 
 def _carry_containers(data_root, client, src_store, p, opts, meter):
