@@ -9,7 +9,7 @@ Quota is expected wherever the kernel has CONFIG_XFS_QUOTA: there the
 ``pquota`` mount must work and SetQuota must pass (a failed mount is an
 error, never a quiet mount without quota). Only a kernel built without it
 (``xfs_quota_missing`` says so, and why) gets the xfs without ``pquota``,
-and the quota tests skip with that reason; test_quota_vm.py then runs them
+and the quota tests skip with that reason; test_xfs_vm.py then runs them
 under Debian's kernel in a VM.
 """
 
