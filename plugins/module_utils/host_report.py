@@ -165,7 +165,9 @@ def warnings(facts):
     if configured and configured in drivers and not drivers[configured].get("supported"):
         out.append("daemon.json configures %s, which this host cannot run (%s): dockerd will fail to start"
                    % (configured, drivers[configured].get("reason")))
-    if configured and prior and configured not in prior:
+    # with the containerd image store, storage-driver names a snapshotter and
+    # the graphdriver stores are what a migration left for its rollback
+    if configured and prior and configured not in prior and not facts["daemon_json"]["containerd_snapshotter"]:
         out.append("daemon.json configures %s but the images are in %s: they are hidden until switched back "
                    "or migrated" % (configured, ", ".join(prior)))
     if configured in REMOVED_IN and version and version >= REMOVED_IN[configured]:

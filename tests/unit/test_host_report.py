@@ -10,7 +10,7 @@ def facts(**kw):
             "btrfs": {"supported": False, "reason": "not on btrfs"},
             "devicemapper": {"supported": True, "reason": ""}},
         "engine_version": "20.10.24", "running": None, "d_type": True, "error": None,
-        "containerd_image_store_default": False,
+        "containerd_image_store_default": False, "thin_pool": None,
         "daemon_json": {"storage_driver": None, "containerd_snapshotter": None},
     }
     for key, value in kw.items():
@@ -56,3 +56,12 @@ def test_containerd_store_default_from_engine_29():
 def test_storage_opts_dict():
     assert storage_opts_dict(["overlay2.size=10G", "dm.basesize = 20G", "flag"]) == {
         "overlay2.size": "10G", "dm.basesize": "20G", "flag": ""}
+
+
+def test_graphdriver_store_left_for_the_rollback_is_not_hidden_images():
+    # after a migration onto the containerd store, storage-driver names its snapshotter and the
+    # graphdriver store stays for the rollback: not a hidden-images warning
+    after = facts(storage_driver="overlayfs", containerd_snapshotter=True, prior_state=["overlay2"],
+                  running={"driver": "overlayfs", "containerd_store": True})
+    assert not any("hidden" in x for x in warnings(after))
+    assert any("containerd image store (snapshotter overlayfs)" in x for x in warnings(after))
