@@ -1,7 +1,9 @@
 """Docker's default driver order on Linux, by engine version.
 
-daemon/graphdriver/driver_linux.go: the order changed at 23.0 (overlay2
-first), aufs left at 24.0 and devicemapper at 25.0.
+daemon/graphdriver/driver_linux.go ``priority``: the order changed at 23.0
+(overlay2 first), aufs left at 24.0 and devicemapper at 25.0 (v20.10.24:
+"btrfs,zfs,overlay2,fuse-overlayfs,aufs,overlay,devicemapper,vfs"; v26.1.5:
+"overlay2,fuse-overlayfs,btrfs,zfs,vfs").
 """
 
 _ORDERS = [

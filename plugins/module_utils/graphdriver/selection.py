@@ -1,6 +1,9 @@
 """Which storage driver Docker would use on a data-root, and why.
 
-moby daemon/graphdriver/driver.go New():
+moby daemon/graphdriver/driver.go New(), the same steps at v20.10.24 and
+v26.1.5 (only the words of the refusals changed, at 23.0), checked against
+both engines started without a driver (tests/integration/
+test_selection_engine.py):
 
 1. a driver named in the configuration is used, or the daemon fails;
 2. otherwise prior state: every driver but vfs whose ``<root>/<name>`` exists
