@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -449,3 +450,84 @@ def test_dm_direct_lvm_thinpooldev(tmp_path, home):
             if name.startswith(vg + "-"):
                 subprocess.run(["dmsetup", "remove", name], stderr=subprocess.DEVNULL)
         subprocess.run(["losetup", "-d", loop])
+
+
+DEFERRED = {"dm.use_deferred_removal": "true", "dm.use_deferred_deletion": "true"}
+
+
+def test_deferred_deletion_needs_deferred_removal(tmp_path):
+    # Docker's rule, checked before anything is made
+    with pytest.raises(GraphDriverError, match="Enable deferred removal using --storage-opt "
+                                               "dm.use_deferred_removal=true"):
+        new("devicemapper", str(tmp_path / "devicemapper"), {"dm.use_deferred_deletion": "true"})
+    assert not (tmp_path / "devicemapper").exists()
+
+
+def _wait_gone(name):
+    # the kernel completes a deferred removal from a work queue, after the last close
+    for attempt in range(600):   # pylint: disable=unused-variable
+        if name not in dmsetup("ls").split():
+            return
+        time.sleep(0.1)
+    raise AssertionError("%s still exists after its last close" % name)
+
+
+@needs_dm
+def test_dm_deferred_deletion_of_a_busy_device(home):
+    """A layer removed while its thin device is still open elsewhere (a
+    mount leaked into another namespace): removal is deferred to the last
+    close, the layer is marked deleted and gone from the API, its device id
+    stays taken; once closed, the next remove deletes it for good."""
+    drv = start(home, **DEFERRED)
+    try:
+        status = dict(drv.status())
+        assert (status["Deferred Removal Enabled"], status["Deferred Deletion Enabled"]) == ("true", "true")
+        drv.create("busy")
+        drv.create("other")
+        device_id = drv.lookup("busy").device_id
+        name = drv.metadata("busy")["DeviceName"]
+        drv.get("busy")
+        holder = os.open("/dev/mapper/" + name, os.O_RDONLY)
+        try:
+            drv.put("busy")
+            assert "DEFERRED REMOVE" in dmsetup("info", name)
+            drv.remove("busy")
+            assert not drv.exists("busy") and "busy" not in drv.layer_ids()
+            assert read_json(os.path.join(home, "metadata", "busy"))["deleted"] is True
+            assert dict(drv.status())["Deferred Deleted Device Count"] == "1"
+            assert not pool_can_create_thin(drv, device_id)
+            with pytest.raises(GraphDriverError, match="Deleted=true"):
+                drv.create("busy")
+        finally:
+            os.close(holder)
+        _wait_gone(name)
+        drv.remove("other")          # retries the marked deletion
+        assert not os.path.exists(os.path.join(home, "metadata", "busy"))
+        assert dict(drv.status())["Deferred Deleted Device Count"] == "0"
+        assert pool_can_create_thin(drv, device_id)
+    finally:
+        drv.cleanup()
+
+
+@needs_dm
+def test_dm_get_cancels_a_deferred_removal(home):
+    drv = start(home, **DEFERRED)
+    try:
+        drv.create("layer")
+        with open(os.path.join(drv.get("layer"), "f"), "w") as f:
+            f.write("kept")
+        name = drv.metadata("layer")["DeviceName"]
+        holder = os.open("/dev/mapper/" + name, os.O_RDONLY)
+        try:
+            drv.put("layer")
+            assert "DEFERRED REMOVE" in dmsetup("info", name)
+            with open(os.path.join(drv.get("layer"), "f")) as f:
+                assert f.read() == "kept"
+            assert "DEFERRED REMOVE" not in dmsetup("info", name)
+        finally:
+            os.close(holder)
+        assert name in dmsetup("ls").split()      # still in use: the get kept it
+        drv.put("layer")
+        _wait_gone(name)
+    finally:
+        drv.cleanup()

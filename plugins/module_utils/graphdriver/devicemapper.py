@@ -23,6 +23,16 @@ base device ``…-base``. Every change to the pool is a transaction as in
 Docker: transaction-metadata is written first, then the pool is changed, then
 the device's metadata, then the pool's transaction id is moved on; a start
 that finds the pool's id behind the open one rolls the device back.
+
+Deferred removal and deletion (``dm.use_deferred_removal``,
+``dm.use_deferred_deletion``), as Docker keeps them: a device still open
+somewhere (a mount leaked into another mount namespace) is removed with
+``dmsetup remove --deferred``, which the kernel completes at the last close,
+and a get cancels a pending removal. A layer whose thin device the pool
+cannot delete yet (EBUSY) is marked ``"deleted": true`` in metadata/<hash>:
+it no longer exists for the API, its device id stays taken, and its deletion
+is tried again. Docker retries from a worker every 30 s; without a daemon
+we retry when the driver opens and after every remove.
 """
 
 import contextlib
@@ -57,6 +67,9 @@ DEFAULT_MIN_FREE_SPACE_PERCENT = 10
 MAX_DEVICE_ID = 0xffffff
 # Low water mark Docker gives the pool table (in data blocks).
 LOW_WATER_MARK = 32768
+# The kernel's dm ioctl version from which deferred removal exists
+# (deviceset.go: "Kernel driver version >= 4.27.0 support deferred removal").
+DEFERRED_REMOVAL_SINCE = (4, 27, 0)
 SECTOR = 512
 
 DEVICE_SET_META_FILE = "deviceset-metadata"
@@ -93,6 +106,34 @@ def kernel_support_problem():
     if not any(line.split()[:1] == ["thin-pool"] for line in targets.splitlines()):
         return "the kernel's device-mapper has no thin-pool target (dmsetup targets)"
     return None
+
+
+def deferred_removal_problem():
+    """None if the kernel's device-mapper can remove a device deferred."""
+    try:
+        out = _dmsetup("version")
+    except CommandError as e:
+        return "dmsetup version: %s" % e.stderr.strip()
+    for line in out.splitlines():
+        if line.startswith("Driver version:"):
+            try:
+                version = tuple(int(x) for x in line.split(":", 1)[1].strip().split("."))
+            except ValueError:
+                break
+            if version >= DEFERRED_REMOVAL_SINCE:
+                return None
+            return "kernel device-mapper driver %s is older than 4.27.0" % ".".join(map(str, version))
+    return "the kernel's device-mapper driver version is unknown (dmsetup version: %r)" % out
+
+
+def _parse_bool(key, value):
+    """Go's strconv.ParseBool, which Docker parses these options with."""
+    text = str(value)
+    if text in ("1", "t", "T", "true", "TRUE", "True"):
+        return True
+    if text in ("0", "f", "F", "false", "FALSE", "False"):
+        return False
+    raise GraphDriverError("devmapper: invalid value %r for option %s: want true or false" % (value, key))
 
 
 def attach_loop(path):
@@ -156,6 +197,11 @@ class DeviceMapperDriver(NaiveDiffDriver):
         problem = kernel_support_problem()
         if problem:
             raise PrerequisitesMissing(self.name, problem)
+        if self.deferred_remove:
+            problem = deferred_removal_problem()
+            if problem:
+                raise GraphDriverError("devmapper: Deferred removal can not be enabled as kernel does "
+                                       "not support it (%s)" % problem)
         self._refs = RefCounter(self.name, self.home)
         self._own_pool = False
         if read_only:
@@ -194,6 +240,8 @@ class DeviceMapperDriver(NaiveDiffDriver):
         self.thin_pool_device = ""
         self.thin_block_size = DEFAULT_THIN_BLOCK_SIZE
         self.min_free_space_percent = DEFAULT_MIN_FREE_SPACE_PERCENT
+        self.deferred_remove = False
+        self.deferred_delete = False
         for key, value in self.options.items():
             key = key.lower()
             if key == "dm.basesize":
@@ -229,15 +277,19 @@ class DeviceMapperDriver(NaiveDiffDriver):
                     raise GraphDriverError("devmapper: Invalid value %s for option "
                                            "dm.min_free_space" % value)
                 self.min_free_space_percent = percent
-            elif key in ("dm.use_deferred_removal", "dm.use_deferred_deletion"):
-                if str(value).lower() in ("1", "true", "yes"):
-                    raise GraphDriverError("devmapper: %s is not supported by this "
-                                           "implementation" % key)
+            elif key == "dm.use_deferred_removal":
+                self.deferred_remove = _parse_bool(key, value)
+            elif key == "dm.use_deferred_deletion":
+                self.deferred_delete = _parse_bool(key, value)
             elif key in ("dm.override_udev_sync_check", "dm.blkdiscard",
                          "dm.xfs_nospace_max_retries"):
                 pass   # accepted as Docker does; no effect without udev/libdm
             else:
                 raise GraphDriverError("devmapper: Unknown option %s" % key)
+        if self.deferred_delete and not self.deferred_remove:
+            raise GraphDriverError("devmapper: Deferred deletion can not be enabled as deferred removal "
+                                   "is not enabled. Enable deferred removal using --storage-opt "
+                                   "dm.use_deferred_removal=true parameter")
 
     # --- names and files ------------------------------------------------------
 
@@ -310,13 +362,42 @@ class DeviceMapperDriver(NaiveDiffDriver):
             raise GraphDriverError("devmapper: Can't activate device %s as it is marked "
                                    "for deletion" % info.hash)
         name = self.dm_name(info.hash)
-        if self._exists(name):
+        if self._exists(name) and not (self.deferred_remove and self._cancel_deferred_removal(name)):
             return
         _dmsetup("create", name, "--table", "0 %d thin %s %d"
                  % (info.size // SECTOR, self.pool_dev, info.device_id))
 
-    def _deactivate(self, info):
+    def _cancel_deferred_removal(self, name):
+        """Keep a device whose deferred removal is pending (Docker's
+        cancelDeferredRemovalIfNeeded); True if it went away meanwhile."""
+        for attempt in range(100):
+            try:
+                if "DEFERRED REMOVE" not in _dmsetup("info", name):
+                    return False
+                _dmsetup("message", name, "0", "@cancel_deferred_remove")
+                # without udev, libdevmapper dropped the /dev/mapper node at
+                # the deferred remove: the device stays, so must its node
+                _dmsetup("mknodes", name)
+                return False
+            except CommandError as e:
+                if "No such device" in e.stderr or "not exist" in e.stderr:
+                    return True      # the last close removed it: make it again
+                if "busy" not in e.stderr.lower() or attempt == 99:
+                    raise
+                time.sleep(0.1)
+        return False
+
+    def _deactivate(self, info, deferred=None):
         name = self.dm_name(info.hash)
+        if self.deferred_remove if deferred is None else deferred:
+            # the kernel removes it now, or at the last close if it is open
+            if self._exists(name):
+                try:
+                    _dmsetup("remove", "--deferred", name)
+                except CommandError as e:
+                    if "No such device" not in e.stderr:   # ErrEnxio: gone already
+                        raise
+            return
         for attempt in range(200):
             if not self._exists(name):
                 return
@@ -499,6 +580,7 @@ class DeviceMapperDriver(NaiveDiffDriver):
             self._process_pending_transaction()
         self._load_device_set_metadata()
         self._setup_base_image()
+        self._cleanup_deleted()
 
     def _ensure_image(self, name, size):
         mkdir(self.loopback_dir, 0o700)
@@ -643,12 +725,23 @@ class DeviceMapperDriver(NaiveDiffDriver):
             opts.append("nouuid")
         return ",".join(opts)
 
-    def _delete_device(self, info):
-        self._deactivate(info)
+    def _delete_device(self, info, sync=True):
+        """Docker's deleteDevice. ``sync=False`` with deferred deletion: a
+        device the pool reports busy is marked deleted, not an error."""
+        # Deferred removal here only with deferred deletion: otherwise wait
+        # for a device that is busy for a moment (as Docker does).
+        self._deactivate(info, deferred=self.deferred_remove and self.deferred_delete)
         self._open_transaction(info.hash, info.device_id)
         try:
             self._message("delete %d" % info.device_id)
         except CommandError as e:
+            busy = "busy" in e.stderr.lower()
+            if busy and self.deferred_delete and not sync:
+                if not info.deleted:
+                    info.deleted = True
+                    self._save(info)
+                self._close_transaction()
+                return False
             # already gone from the pool (an earlier rollback): drop the record
             if "No data available" not in e.stderr and "not found" not in e.stderr:
                 raise
@@ -656,6 +749,19 @@ class DeviceMapperDriver(NaiveDiffDriver):
             os.unlink(self.metadata_file(info.hash))
         self._mark_free(info.device_id)
         self._close_transaction()
+        return True
+
+    def deleted_devices(self):
+        """Hashes of the devices marked for deferred deletion."""
+        return [h for h in self._device_files() if (self.lookup(h) or DevInfo(h, 0, 0, 0)).deleted]
+
+    def _cleanup_deleted(self):
+        """Docker's cleanupDeletedDevices: try each marked device again."""
+        if not self.deferred_delete or self.read_only:
+            return
+        for hash in self.deleted_devices():
+            with contextlib.suppress(CommandError):
+                self._delete_device(self.lookup(hash), sync=False)
 
     # --- the driver API ---------------------------------------------------------
 
@@ -680,7 +786,14 @@ class DeviceMapperDriver(NaiveDiffDriver):
             if base is None:
                 raise LayerNotFound(parent or "base", "devmapper: Unknown device %s"
                                     % self.metadata_file(parent or ""))
-            if self.lookup(id) is not None:
+            old = self.lookup(id)
+            if old is not None and old.deleted:
+                self._cleanup_deleted()
+                old = self.lookup(id)
+            if old is not None:
+                if old.deleted:
+                    raise GraphDriverError("layer %s: devmapper: device %s already exists. Deleted=true (its "
+                                           "deferred deletion waits for the device to be closed)" % (id, id))
                 raise LayerExists(id)
             if size == 0:
                 size = base.size
@@ -710,9 +823,10 @@ class DeviceMapperDriver(NaiveDiffDriver):
             if is_mountpoint(mnt):
                 unmount(mnt, 0)
             self._refs.forget(id)
-            self._delete_device(info)
+            self._delete_device(info, sync=False)
             with contextlib.suppress(FileNotFoundError):
                 os.rmdir(mnt)
+            self._cleanup_deleted()
 
     def get(self, id, mount_label=""):
         mnt = self.mount_dir(id)
@@ -810,9 +924,9 @@ class DeviceMapperDriver(NaiveDiffDriver):
             ("Metadata Space Available", _human((meta_total - meta_used) * 4096)),
             ("Thin Pool Minimum Free Space",
              _human(data_total * block * self.min_free_space_percent // 100)),
-            ("Deferred Removal Enabled", "false"),
-            ("Deferred Deletion Enabled", "false"),
-            ("Deferred Deleted Device Count", "0"),
+            ("Deferred Removal Enabled", str(self.deferred_remove).lower()),
+            ("Deferred Deletion Enabled", str(self.deferred_delete).lower()),
+            ("Deferred Deleted Device Count", str(len(self.deleted_devices()))),
         ]
         if not self.thin_pool_device:
             status += [("Data loop file", data_loop), ("Metadata loop file", meta_loop)]
