@@ -358,27 +358,24 @@ class Daemon(object):
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def import_archive(address, stream, snapshotter, ctr="ctr", namespace=NAMESPACE):
-    """``ctr images import`` of a ``docker save`` tar read from ``stream``
-    (a file object with ``readinto``): containerd writes the content, names
-    the images from RepoTags and unpacks them into ``snapshotter``, exactly
-    as ``docker load`` on the containerd store does (both use containerd's
-    client Import)."""
+def import_archive(address, chunks, snapshotter, ctr="ctr", namespace=NAMESPACE):
+    """``ctr images import`` of a ``docker save`` tar given as an iterable of
+    bytes chunks: containerd writes the content, names the images from
+    RepoTags and unpacks them into ``snapshotter``, as ``docker load`` on the
+    containerd store does (both use containerd's client Import)."""
     binary = shutil.which(ctr)
     if binary is None:
         raise ContainerdError("ctr is not installed (%s not found in PATH)" % ctr)
     argv = [binary, "--address", address, "--namespace", namespace, "images", "import",
             "--snapshotter", snapshotter, "-"]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, bufsize=0)
     try:
-        buf = bytearray(1 << 20)
-        view = memoryview(buf)
-        while True:
-            n = stream.readinto(buf)
-            if not n:
-                break
-            proc.stdin.write(view[:n])
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                n = proc.stdin.write(view)
+                view = view[n:]
         proc.stdin.close()
     except BrokenPipeError:
         pass    # ctr stopped reading: its error below says why

@@ -28,14 +28,14 @@ import time
 
 from . import containerd as c8d
 from . import engine
-from .archive import ChunkStream, apply_layer
+from .archive import apply_layer
 from .backingfs import nearest_existing
 from .driver import new
 from .errors import GraphDriverError
 from .fileutil import atomic_write
 from .imagestore import ImageStore
 from .layerstore import LayerStore, chain_ids
-from .progress import Metered, Progress
+from .progress import Progress
 from . import tarsplit
 
 TARGET = "containerd"
@@ -295,11 +295,11 @@ def _import_images(ctd, src_store, p, configs, meter):
     images = ImageStore(src_store.data_root, src_store.driver.name)
     names = _names(images.tags())
     repo_tags = {i: names.get(i) or [_IMPORT_NAME % i[7:]] for i in p.images_to_copy}
-    stream = ChunkStream(_save_chunks(src_store, images, p, configs, repo_tags, meter))
+    chunks = _save_chunks(src_store, images, p, configs, repo_tags, meter)
     try:
-        c8d.import_archive(ctd.address, Metered(stream, meter), p.snapshotter, ctd.opts.ctr)
+        c8d.import_archive(ctd.address, _metered(chunks, meter), p.snapshotter, ctd.opts.ctr)
     finally:
-        stream.close()
+        chunks.close()  # releases the layer being read, if the import stopped half-way
     for image_id in p.images_to_copy:
         first = ctd.client.image(_full_name(repo_tags[image_id][0]))
         if first is None or _config_of(ctd.client, first.target) != image_id:
@@ -311,6 +311,12 @@ def _import_images(ctd, src_store, p, configs, meter):
             ctd.client.delete_image(first.name)
         p.image_targets[image_id] = first.target.digest
     p.layers_copied = list(p.layers_to_copy)
+
+
+def _metered(chunks, meter):
+    for chunk in chunks:
+        meter.read(len(chunk))
+        yield chunk
 
 
 def _save_chunks(src_store, images, p, configs, repo_tags, meter):
