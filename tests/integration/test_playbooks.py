@@ -97,6 +97,12 @@ def test_demo_provisions_chooses_checks_and_tears_down():
     layers = run.by_task("The layers")[0]["msg"]
     assert layers[0].startswith("base      sha256:")
     assert run.by_task("The container sees the base layer's file")[0]["stdout"] == "built by strata.graphdriver"
+    # the headline: the engine's image and stopped container, migrated to vfs, run there
+    migrated, imported, ran, kept = run.by_task("The migration")[0]["msg"]
+    image_id = imported.split()[-1]
+    assert image_id.startswith("sha256:") and migrated == "overlay2 -> vfs: strata-demo:1 " + image_id
+    assert ran == "docker run on vfs: built by strata.graphdriver"
+    assert kept == "the container's own file: kept by the container"
     assert not _leftovers(), _leftovers()
 
 
