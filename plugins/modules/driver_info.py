@@ -246,7 +246,7 @@ running:
 thin_pool:
   description:
     - The thin pool of a devicemapper host (C(dm.thinpooldev) in C(daemon.json), else the running engine's
-      C(Pool Name)); V(null) on other hosts. Keys as M(strata.graphdriver.thin_pool) returns in RV(pool), and
+      C(Pool Name)); V(null) on other hosts. Keys as M(strata.graphdriver.thin_pool) returns in RV(strata.graphdriver.thin_pool#module:pool), and
       the ones below. A pool LVM does not know (loop-lvm) has V(null) for the LVM ones.
   returned: always
   type: dict

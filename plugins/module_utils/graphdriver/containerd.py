@@ -110,8 +110,7 @@ class Client(object):
         status = trailers.get("grpc-status", head.get("grpc-status"))
         if status != "0":
             message = urllib.parse.unquote(trailers.get("grpc-message", head.get("grpc-message", "")))
-            raise ContainerdError("containerd: %s.%s: %s" % (service, method, message or
-                                                            "status %s" % status),
+            raise ContainerdError("containerd: %s.%s: %s" % (service, method, message or "status %s" % status),
                                   int(status) if status and status.isdigit() else None)
         return _grpc_messages(data)
 
@@ -241,7 +240,7 @@ class TempMount(object):
 
 
 def _run(argv, **kw):
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False, **kw)
     if proc.returncode != 0:
         raise ContainerdError("%s failed (%d): %s" % (" ".join(argv), proc.returncode,
                                                       proc.stderr.decode(errors="replace").strip()))

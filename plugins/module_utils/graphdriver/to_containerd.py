@@ -207,7 +207,7 @@ def _config_of(client, target):
 def _full_name(familiar):
     """docker.io/library/busybox:latest for busybox:latest, as containerd
     names what Docker calls familiar names."""
-    name, _, tag = familiar.rpartition(":")
+    name, _colon, tag = familiar.rpartition(":")
     if "/" in tag or not name:
         name, tag = familiar, "latest"
     first = name.split("/", 1)[0]
@@ -414,8 +414,8 @@ def _carry_container(client, src_store, mount, opts, data_root):
     if not os.path.isdir(work):
         work = None
     try:
-        layers = ([(mount.init_id, key + "-init-key", key + "-init")] if mount.init_id else []) + \
-                 [(mount.mount_id, key, None)]
+        init = [(mount.init_id, key + "-init-key", key + "-init")] if mount.init_id else []
+        layers = init + [(mount.mount_id, key, None)]
         for layer_id, snap_key, commit_as in layers:
             mounts = client.prepare(snap, snap_key, parent, lease=key)
             stream = src.diff(layer_id, below)
@@ -498,9 +498,9 @@ def restore_containers(data_root, graphdriver, target_options=None):
             if config is None or config.get("Driver") == graphdriver:
                 continue
             manifest = config.get("ImageManifest") or {}
-            image_id = _config_of(ctd.client, c8d.Descriptor(manifest.get("mediaType"),
-                                                              manifest.get("digest") or config.get("Image"),
-                                                              manifest.get("size", 0)))
+            descriptor = c8d.Descriptor(manifest.get("mediaType"), manifest.get("digest") or config.get("Image"),
+                                        manifest.get("size", 0))
+            image_id = _config_of(ctd.client, descriptor)
             if image_id is None:
                 raise ContainerdMigrationError("container %s: its image manifest %s is not in "
                                                "containerd" % (mount.name, config.get("Image")))
