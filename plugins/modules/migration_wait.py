@@ -21,6 +21,8 @@ description:
   - This is an action plugin; it runs on the controller and reaches the host through the connection.
 author:
   - Strata graphdriver team (@strata)
+requirements:
+  - nothing on the managed host beyond what C(ansible.builtin.async_status) needs; the polling runs on the controller
 options:
   jid:
     description: The C(ansible_job_id) of the async driver_migration task.
@@ -48,6 +50,12 @@ attributes:
   action:
     support: full
     description: Runs on the controller.
+  platform:
+    support: full
+    platforms: linux
+    description: Target OS/families that can be operated against.
+    details:
+      - The hosts the migration runs on, Linux only.
 notes:
   - The job's own module decides C(changed); this task reports it.
 seealso:
