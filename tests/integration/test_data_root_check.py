@@ -1,4 +1,5 @@
-"""strata.graphdriver.data_root_check on stores a real dockerd wrote (vfs, overlay2, fuse-overlayfs).
+"""strata.graphdriver.data_root_check on stores a real dockerd wrote (vfs, overlay2, fuse-overlayfs,
+btrfs on a loop file).
 
 A healthy store is found healthy. Then every kind of problem is made the
 way it happens (a crash mid-registration or mid-removal, a full disk, a
@@ -15,6 +16,8 @@ import os
 import shutil
 import subprocess
 
+import contextlib
+
 import pytest
 
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import fsck, new, tarsplit
@@ -23,11 +26,25 @@ from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.lay
 from tests.integration.test_migration import KEEPER
 from tests.support import dockerd as dockerd_support
 from tests.support import images
+from tests.support.loop import loop_filesystem
 from tests.support.playbook import run_module
 
 pytestmark = pytest.mark.root
 
-DRIVERS = ["vfs", "overlay2", "fuse-overlayfs"]
+DRIVERS = ["vfs", "overlay2", "fuse-overlayfs", "btrfs"]
+# A btrfs store's layers are subvolumes: cp -a cannot copy one, so each test
+# on btrfs has dockerd write its own, on a fresh loop-file btrfs.
+COPIED = ("vfs", "overlay2", "fuse-overlayfs")
+
+
+def _write_store(driver, work, data_root):
+    """dockerd writes the test image, a created container and keeper; returns the image count."""
+    with dockerd_support.dockerd(os.path.join(work, "d"), driver, data_root) as d:
+        images.build_into(d, work)
+        d.docker("create", "--name", "created", "--network", "none", images.TAG)
+        assert d.docker("run", "--name", "keeper", "--network", "none", images.TAG,
+                        "/bin/sh", "-c", KEEPER) == "first\n"
+        return len(set(d.docker("images", "-a", "-q", "--no-trunc").split()))
 
 
 @pytest.fixture(scope="module", params=DRIVERS)
@@ -35,23 +52,32 @@ def template(request, tmp_path_factory):
     reason = dockerd_support.available() or images.busybox_available()
     if reason:
         pytest.skip(reason)
-    work = tmp_path_factory.mktemp("fsck-" + request.param)
-    data_root = str(work / "docker")
-    with dockerd_support.dockerd(str(work / "d"), request.param, data_root) as d:
-        images.build_into(d, str(work))
-        d.docker("create", "--name", "created", "--network", "none", images.TAG)
-        assert d.docker("run", "--name", "keeper", "--network", "none", images.TAG,
-                        "/bin/sh", "-c", KEEPER) == "first\n"
-        image_count = len(set(d.docker("images", "-a", "-q", "--no-trunc").split()))
-    return request.param, data_root, image_count
+    driver = request.param
+    if driver not in COPIED:
+        return driver, None, None
+    work = str(tmp_path_factory.mktemp("fsck-" + driver))
+    data_root = os.path.join(work, "docker")
+    return driver, data_root, _write_store(driver, work, data_root)
+
+
+@contextlib.contextmanager
+def _own_store(template, tmp_path):
+    """(driver, data_root, image count): a copy of the template, or on btrfs a store of its own."""
+    driver, src, image_count = template
+    if driver in COPIED:
+        data_root = str(tmp_path / "docker")
+        subprocess.run(["cp", "-a", src, data_root], check=True)
+        yield driver, data_root, image_count
+        return
+    with loop_filesystem("btrfs", size_mb=400) as mnt:
+        data_root = os.path.join(mnt, "docker")
+        yield driver, data_root, _write_store(driver, str(tmp_path), data_root)
 
 
 @pytest.fixture
 def store(template, tmp_path):
-    driver, src, image_count = template
-    data_root = str(tmp_path / "docker")
-    subprocess.run(["cp", "-a", src, data_root], check=True)
-    return driver, data_root, image_count
+    with _own_store(template, tmp_path) as s:
+        yield s
 
 
 def tree(root):
@@ -145,7 +171,8 @@ def _break_everything(driver, data_root, stray):
     made["container_layer"] = container
     # where Docker mounts a container's layer, left mounted after the engine stopped
     rw = store.mounts()[0].mount_id
-    where = os.path.join(home, "dir", rw) if driver == "vfs" else os.path.join(home, rw, "merged")
+    where = {"vfs": os.path.join(home, "dir", rw),
+             "btrfs": os.path.join(home, "subvolumes", rw)}.get(driver, os.path.join(home, rw, "merged"))
     os.makedirs(where, exist_ok=True)
     subprocess.run(["mount", "--bind", stray, where], check=True)
     made["stray_mount"] = os.path.realpath(where)
@@ -197,11 +224,9 @@ def test_every_kind_is_found_and_only_the_unreferenced_is_repaired(store, tmp_pa
             subprocess.run(["umount", mp], check=False)
 
 
-def test_repair_is_refused_while_the_engine_runs(template, tmp_path):
-    driver, src, _images = template
-    data_root = str(tmp_path / "docker")
-    subprocess.run(["cp", "-a", src, data_root], check=True)
-    with dockerd_support.dockerd(str(tmp_path / "d"), driver, data_root):
+def test_repair_is_refused_while_the_engine_runs(store, tmp_path):
+    driver, data_root, _images = store
+    with dockerd_support.dockerd(str(tmp_path / "d-again"), driver, data_root):
         run, res = run_module("data_root_check", {"data_root": data_root, "daemon_json": "/nonexistent",
                                                   "verify": False})
         assert not res["failed"] and res["checked"][0]["engine_running"], res
