@@ -1,7 +1,10 @@
-"""module_defaults with the collection's action group (meta/runtime.yml):
+"""One default for the data-root everywhere: daemon.json's ``data-root``.
+
+module_defaults with the collection's action group (meta/runtime.yml):
 ``group/strata.graphdriver.docker`` sets daemon_json once for every module
 that reads a data-root, and each of them then finds the data-root that
-daemon.json names, not /var/lib/docker."""
+daemon.json names, not /var/lib/docker. The storage_driver role, given
+only daemon.json, looks there too."""
 
 import json
 import os
@@ -61,3 +64,30 @@ def test_group_module_defaults_reach_every_module(lab):
     assert declare["path"] == conf and declare["prior_state"] == ["overlay2"]
     assert plan["data_root"] == data_root and plan["source"] == "overlay2"
     assert not os.path.exists("/var/lib/docker/overlay2/" + LAYER)
+
+
+def test_storage_driver_role_looks_where_daemon_json_says(lab):
+    data_root = os.path.join(lab, "docker")
+    conf = os.path.join(lab, "daemon.json")
+    with open(conf, "w") as f:
+        json.dump({"data-root": data_root}, f)
+    os.makedirs(os.path.join(data_root, "overlay2", "l"))   # overlay2's prior state, there only
+    play = [{
+        "hosts": "localhost", "gather_facts": False,
+        "vars": {"storage_driver_daemon_json": conf, "storage_driver_docker_host": "unix://%s/none.sock" % lab,
+                 "storage_driver_engine_version": "20.10.24", "storage_driver_restart": False},
+        "roles": ["strata.graphdriver.storage_driver"],
+    }]
+    playbook = os.path.join(lab, "play.yml")
+    with open(playbook, "w") as f:
+        yaml.safe_dump(play, f, sort_keys=False)
+
+    run = run_playbook(playbook, check=True)
+
+    assert run.rc == 0, run
+    by_task = dict((r["task"].rpartition(" : ")[2], r["result"]) for r in run.records)
+    assert by_task["What this host supports and runs"]["data_root"] == data_root
+    declared = by_task["Declare the storage driver in daemon.json"]
+    assert declared["prior_state"] == ["overlay2"] and declared["driver"] == "overlay2"
+    with open(conf) as f:
+        assert json.load(f) == {"data-root": data_root}, "check mode wrote daemon.json"
