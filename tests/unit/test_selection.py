@@ -150,3 +150,20 @@ def test_check_driver_reports_not_supported_with_reason(tmp_path):
     supported, reason = selection.check_driver("vfs", str(tmp_path / "h"), {"bogus": "1"})
     assert supported is False and "unknown option bogus for vfs" in reason
     assert not (tmp_path / "h").exists()
+
+
+def test_other_drivers_are_checked_without_the_configured_drivers_opts(tmp_path):
+    # a devicemapper host asking whether it could switch to vfs: dm.* opts
+    # would be refused by vfs as unknown, which is not the answer
+    opts = {"dm.thinpooldev": "/dev/mapper/docker-thinpool", "vfs.size": "bad"}
+    assert selection.options_for("vfs", opts, configured="devicemapper") == {"vfs.size": "bad"}
+    assert selection.options_for("devicemapper", opts, configured="devicemapper") == opts
+    # nothing configured: Docker gives every candidate every opt
+    assert selection.options_for("vfs", opts) == opts
+    report = selection.driver_report(str(tmp_path / "docker"), engine_version="20.10",
+                                     configured="devicemapper",
+                                     options={"dm.thinpooldev": "/dev/mapper/docker-thinpool"})
+    assert report["drivers"]["vfs"] == {"supported": True, "reason": ""}
+    report = selection.driver_report(str(tmp_path / "docker"), engine_version="20.10",
+                                     options={"dm.thinpooldev": "/dev/mapper/docker-thinpool"})
+    assert report["drivers"]["vfs"]["supported"] is False and "dm.thinpooldev" in report["drivers"]["vfs"]["reason"]

@@ -107,6 +107,22 @@ def check_driver(name, home, options=None):
     return supported, reason
 
 
+# Each driver's storage-opts start with its name, but devicemapper's ("dm.").
+OPTION_PREFIX = {"devicemapper": "dm."}
+
+
+def options_for(name, options, configured=None):
+    """The storage-opts driver ``name`` is checked with. Docker gives every
+    opt to the driver it starts: to each candidate when none is configured,
+    to that one when it is. Another driver than the configured one is asked
+    about as a switch would run it, with only its own opts: the configured
+    driver's (dm.thinpooldev) would make overlay2 refuse an unknown option."""
+    if not configured or name == configured or not options:
+        return options
+    prefix = OPTION_PREFIX.get(name, name + ".")
+    return {k: v for k, v in options.items() if k.lower().startswith(prefix)}
+
+
 def driver_report(data_root, engine_version=None, configured=None, options=None):
     """Everything Docker's selection looks at, and what it would pick.
 
@@ -119,7 +135,8 @@ def driver_report(data_root, engine_version=None, configured=None, options=None)
     order = priority(engine_version)
     results = {}
     for name in registered():
-        supported, reason, fatal = _try_driver(name, os.path.join(data_root, name), options)
+        supported, reason, fatal = _try_driver(name, os.path.join(data_root, name),
+                                               options_for(name, options, configured))
         results[name] = {"supported": supported, "reason": reason, "fatal": fatal}
     prior = prior_drivers(data_root, order)
     # Docker lists every registered driver with state in the error, but only
