@@ -9,7 +9,29 @@ name (``test_<driver>.py``, ``test_modules_<driver>.py``).
 import collections
 import os
 
+import pytest
+
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import registered
+from tests.support import dockerd as dockerd_support
+from tests.support import images
+
+
+@pytest.fixture(scope="session")
+def image_archives(tmp_path_factory):
+    """``image_archives(engine)``: the test image built and saved by that
+    engine (tests.support.images), once per engine per session; a skip with
+    the reason when that engine or busybox is missing."""
+    built = {}
+
+    def archive(engine):
+        if engine not in built:
+            reason = dockerd_support.available(engine) or images.busybox_available()
+            if reason:
+                pytest.skip(reason)
+            built[engine] = images.build_image_archive(
+                str(tmp_path_factory.mktemp("image-" + engine)), engine=engine)
+        return built[engine]
+    return archive
 
 
 def _driver_of(report):

@@ -4,10 +4,18 @@
 filesystem, the function tar_tree reproduces. The exported tar is extracted
 with GNU tar (owners, modes, times, hard links, the capability xattr kept)
 and archived again with tar_tree: the two tars must be equal byte for byte.
+
+Each test runs against Engine 20.10 and 26.1, ours with ``engine_version``
+set to the engine's. Where they differ (archive.py's module doc): 20.10
+writes the owner's names ("root"/"root") and the file type bits into the
+headers, so the same tree gives other tar bytes and a committed layer
+another DiffID; and its UnpackLayer (vfs's apply) makes implied parent
+directories 0600, 26.1's 0755.
 """
 
 import os
 import subprocess
+import tarfile
 
 import pytest
 
@@ -49,8 +57,17 @@ def _rootfs(root):
                      follow_symlinks=False)
 
 
-def test_tar_tree_equals_docker_export(tmp_path):
-    reason = dockerd_support.available()
+ENGINES = pytest.mark.parametrize("engine", dockerd_support.ENGINE_VERSIONS)
+
+
+def _names(engine):
+    """Does this engine write owner names into the tars it makes?"""
+    return engine == "20.10"
+
+
+@ENGINES
+def test_tar_tree_equals_docker_export(tmp_path, engine):
+    reason = dockerd_support.available(engine)
     if reason:
         pytest.skip(reason)
     src = str(tmp_path / "src")
@@ -60,7 +77,7 @@ def test_tar_tree_equals_docker_export(tmp_path):
     with archive.tar_tree(src) as stream, open(image_tar, "wb") as out:
         out.write(stream.read())
     exported = str(tmp_path / "exported.tar")
-    with dockerd_support.dockerd(str(tmp_path / "dockerd")) as d:
+    with dockerd_support.dockerd(str(tmp_path / "dockerd"), engine=engine) as d:
         image = d.docker("import", image_tar).strip()
         container = d.docker("create", image, "/nonexistent").strip()
         d.docker("export", "-o", exported, container)
@@ -68,10 +85,16 @@ def test_tar_tree_equals_docker_export(tmp_path):
     os.mkdir(unpacked)
     subprocess.run(["tar", "-xpf", exported, "-C", unpacked, "--numeric-owner", "--xattrs",
                     "--xattrs-include=security.capability"], check=True)
-    with archive.tar_tree(unpacked, lookup_names=True) as stream:
+    with archive.tar_tree(unpacked, engine_version=engine) as stream:
         ours = stream.read()
     with open(exported, "rb") as f:
         theirs = f.read()
+    with tarfile.open(exported) as t:
+        owners = {(m.uname, m.gname) for m in t.getmembers() if m.uid == 0 and m.gid == 0}
+    assert owners == ({("root", "root")} if _names(engine) else {("", "")})
+    # the first entry, /.dockerenv, a regular file: 20.10 puts S_IFREG in the mode
+    assert theirs[:10] == b".dockerenv" and \
+        theirs[100:107] == (b"0100755" if _names(engine) else b"0000755")
     if ours != theirs:
         # Name the first differing block for the failure message.
         at = next(i for i in range(min(len(ours), len(theirs))) if ours[i] != theirs[i]) \
@@ -92,7 +115,8 @@ def _layer_tar(saved, layer_index):
         return t.extractfile(name).read()
 
 
-def test_changes_and_diff_equal_dockerd_naive_diff(tmp_path):
+@ENGINES
+def test_changes_and_diff_equal_dockerd_naive_diff(tmp_path, engine):
     """`docker diff` is ChangesDirs and `docker commit` stores ExportChanges
     (vfs uses the naive diff driver): ours over the same two trees match."""
     from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.changes import (
@@ -100,7 +124,7 @@ def test_changes_and_diff_equal_dockerd_naive_diff(tmp_path):
     from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.tarstream import (
         iter_entries)
     from tests.support import images
-    reason = dockerd_support.available() or images.busybox_available()
+    reason = dockerd_support.available(engine) or images.busybox_available()
     if reason:
         pytest.skip(reason)
     rootfs = images.rootfs_tar(str(tmp_path / "rootfs.tar"), extra_files={
@@ -111,7 +135,7 @@ def test_changes_and_diff_equal_dockerd_naive_diff(tmp_path):
               "mkdir -p /opt/x && echo z > /opt/x/z && ln -s /opt/x /opt/link && "
               "chmod 600 /hello.txt && chmod 700 /tmp")
     saved = str(tmp_path / "saved.tar")
-    with dockerd_support.dockerd(str(tmp_path / "dockerd")) as d:
+    with dockerd_support.dockerd(str(tmp_path / "dockerd"), engine=engine) as d:
         d.docker("import", "-c", 'CMD ["/bin/sh"]', rootfs, "strata/archive:base")
         d.docker("run", "--network", "none", "--name", "strata-changes", "strata/archive:base",
                  "/bin/sh", "-c", script)
@@ -127,7 +151,7 @@ def test_changes_and_diff_equal_dockerd_naive_diff(tmp_path):
         init = rw + "-init"
         ours_changes = changes_dirs(rw, init)
         assert sorted((c.kind, c.path) for c in ours_changes) == theirs_changes
-        with archive.export_changes(rw, ours_changes, lookup_names=True) as stream:
+        with archive.export_changes(rw, ours_changes, engine_version=engine) as stream:
             ours = stream.read()
     theirs = _layer_tar(saved, 1)
     import io
@@ -171,13 +195,14 @@ def _tree(root):
     return out
 
 
-def test_apply_layer_equals_dockerd_apply(tmp_path):
+@ENGINES
+def test_apply_layer_equals_dockerd_apply(tmp_path, engine):
     """`docker import` applies a tar with UnpackLayer onto an empty vfs layer:
     apply_layer of the same tar gives the same tree, times and modes included."""
     import io
     from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.tarstream import (
         END_OF_ARCHIVE, encode_header, padding)
-    reason = dockerd_support.available()
+    reason = dockerd_support.available(engine)
     if reason:
         pytest.skip(reason)
 
@@ -201,14 +226,14 @@ def test_apply_layer_equals_dockerd_apply(tmp_path):
     tar = str(tmp_path / "layer.tar")
     with open(tar, "wb") as f:
         f.write(layer)
-    with dockerd_support.dockerd(str(tmp_path / "dockerd")) as d:
+    with dockerd_support.dockerd(str(tmp_path / "dockerd"), engine=engine) as d:
         d.docker("import", tar, "strata/archive:apply")
         layers = os.path.join(d.data_root, "vfs", "dir")
         (theirs,) = [os.path.join(layers, n) for n in os.listdir(layers)]
         theirs_tree = _tree(theirs)
     ours = str(tmp_path / "ours")
     os.mkdir(ours, 0o755)
-    archive.apply_layer(ours, io.BytesIO(layer))
+    archive.apply_layer(ours, io.BytesIO(layer), engine_version=engine)
     ours_tree = _tree(ours)
     # Implicit parents are created "now": compare all but their times.
     for t in (theirs_tree, ours_tree):

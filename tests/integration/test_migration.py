@@ -2,11 +2,13 @@
 
 dockerd (vfs) builds a two-layer image, leaves a created container and one
 that ran and wrote a file and deleted one of the image's; we stop it,
-migrate to overlay2, and a dockerd started with overlay2 lists the same image
-IDs, runs the image and starts the carried container, which sees what it
-wrote. Migrating back gives the containers to vfs again (the rollback).
-Then: a second run copies nothing; a corrupted source layer stops the
-migration and leaves the target as it was; a running engine is refused.
+migrate to overlay2 (or fuse-overlayfs), and a dockerd of the same engine
+started on the target lists the same image IDs, runs the image and starts
+the carried container, which sees what it wrote. Migrating back gives the
+containers to vfs again (the rollback). On Engine 20.10 and 26.1.
+Then (20.10: the engine only wrote the source): a second run copies
+nothing; a corrupted source layer stops the migration and leaves the target
+as it was; a running engine is refused.
 """
 
 import io
@@ -23,24 +25,28 @@ from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.lay
     LayerStore)
 from tests.support import dockerd as dockerd_support
 from tests.support import images
+from tests.support.backends import backend_home
 from tests.support.host_state import differences, host_state
 from tests.support.loop import loop_filesystem
 
 
 @pytest.fixture
-def vfs_data_root(tmp_path):
-    """A data-root written by a real dockerd on vfs: an image and a container."""
-    reason = dockerd_support.available() or images.busybox_available()
+def vfs_data_root(request, tmp_path):
+    """A data-root written by a real dockerd on vfs: an image and a container.
+    The engine's version is the fixture's parameter (20.10 when none)."""
+    engine_version = getattr(request, "param", "20.10")
+    reason = dockerd_support.available(engine_version) or images.busybox_available()
     if reason:
         pytest.skip(reason)
     data_root = str(tmp_path / "docker")
-    with dockerd_support.dockerd(str(tmp_path / "d-vfs"), "vfs", data_root) as d:
+    with dockerd_support.dockerd(str(tmp_path / "d-vfs"), "vfs", data_root,
+                                 engine=engine_version) as d:
         image_id = images.build_into(d, str(tmp_path))
         d.docker("create", "--name", "left-behind", "--network", "none", images.TAG)
         assert d.docker("run", "--name", "keeper", "--network", "none", images.TAG,
                         "/bin/sh", "-c", KEEPER) == "first\n"
         ids = sorted(d.docker("images", "-q", "--no-trunc").split())
-    return data_root, image_id, ids
+    return data_root, image_id, ids, engine_version
 
 
 # First run: writes /kept and deletes an image file; later starts say what they see.
@@ -84,18 +90,29 @@ def _tree(root):
     return out
 
 
-def test_images_survive_a_driver_switch(vfs_data_root, tmp_path):
-    data_root, image_id, ids_before = vfs_data_root
+# fuse-overlayfs as a target on 26.1 only: on both engines it is a source
+# already (test_migration_from_drivers), read by us and run after by each
+@pytest.mark.parametrize("vfs_data_root,target", [
+    pytest.param(e, t, id="%s-%s" % (e, t)) for e, t in (
+        ("20.10", "overlay2"), ("26.1", "overlay2"), ("26.1", "fuse-overlayfs"))],
+    indirect=["vfs_data_root"])
+def test_images_survive_a_driver_switch(vfs_data_root, target, tmp_path):
+    data_root, image_id, ids_before, engine_version = vfs_data_root
+    if target == "fuse-overlayfs":
+        # its backend is the plain directory <data-root>/fuse-overlayfs: this
+        # only skips, naming it, when the program or /dev/fuse is missing
+        with backend_home(target, data_root):
+            pass
 
     before = _tree(data_root)
-    plan = migrate.plan(data_root, "vfs", "overlay2")
+    plan = migrate.plan(data_root, "vfs", target)
     assert _tree(data_root) == before, "planning writes nothing"
     assert plan.images == ids_before
     assert len(plan.layers_to_copy) == 2 and plan.layers_present == []
     assert len(plan.containers) == 2 and plan.containers_to_copy == plan.containers
 
     seen = []
-    result = migrate.migrate(data_root, "vfs", "overlay2", progress=seen.append)
+    result = migrate.migrate(data_root, "vfs", target, progress=seen.append)
     assert result.layers_copied == plan.layers_to_copy
     layer_steps = [(s["layers_done"], s["layers_total"]) for s in seen if s["phase"] == "layers"]
     assert layer_steps[-1] == (2, 2) and (1, 2) in layer_steps
@@ -104,7 +121,9 @@ def test_images_survive_a_driver_switch(vfs_data_root, tmp_path):
     assert seen[-1]["phase"] == "done" and seen[-1]["bytes_done"] == plan.bytes_to_copy
     assert seen[-1]["containers_done"] == seen[-1]["containers_total"] == 2
 
-    with dockerd_support.dockerd(str(tmp_path / "d-ovl"), "overlay2", data_root) as d:
+    with dockerd_support.dockerd(str(tmp_path / "d-target"), target, data_root,
+                                 engine=engine_version) as d:
+        assert d.docker("info", "-f", "{{.Driver}}").strip() == target
         assert sorted(d.docker("images", "-q", "--no-trunc").split()) == ids_before
         out = d.docker("run", "--rm", "--network", "none", images.TAG, *images.RUN_CMD)
         assert out == images.EXPECTED_OUTPUT
@@ -116,21 +135,22 @@ def test_images_survive_a_driver_switch(vfs_data_root, tmp_path):
     vfs_store = LayerStore(data_root, new("vfs", os.path.join(data_root, "vfs")))
     assert all(err is None for err in vfs_store.verify_all().values())
 
-    again = migrate.migrate(data_root, "vfs", "overlay2")
+    again = migrate.migrate(data_root, "vfs", target)
     assert again.layers_copied == [] and not again.changed
-    assert image_metadata(data_root, "overlay2") == image_metadata(data_root, "vfs")
+    assert image_metadata(data_root, target) == image_metadata(data_root, "vfs")
 
     # the rollback: migrating back copies nothing and gives the containers to vfs
-    back = migrate.migrate(data_root, "overlay2", "vfs")
+    back = migrate.migrate(data_root, target, "vfs")
     assert back.layers_copied == [] and back.containers_copied == [] and back.changed
-    with dockerd_support.dockerd(str(tmp_path / "d-back"), "vfs", data_root) as d:
+    with dockerd_support.dockerd(str(tmp_path / "d-back"), "vfs", data_root,
+                                 engine=engine_version) as d:
         assert sorted(d.docker("images", "-q", "--no-trunc").split()) == ids_before
         assert containers(d) == ["keeper", "left-behind"]
         assert d.docker("start", "-a", "keeper") == KEPT
 
 
 def test_corrupt_source_layer_leaves_target_unchanged(vfs_data_root):
-    data_root, _, _ = vfs_data_root
+    data_root, _, _, _ = vfs_data_root
     vfs = new("vfs", os.path.join(data_root, "vfs"))
     store = LayerStore(data_root, vfs)
     top = max(store.layers(), key=lambda l: store.depth(l.chain_id))
@@ -148,7 +168,7 @@ def test_corrupt_source_layer_leaves_target_unchanged(vfs_data_root):
 
 
 def test_a_target_too_small_is_refused_before_anything_is_written(vfs_data_root):
-    data_root, _, _ = vfs_data_root
+    data_root, _, _, _ = vfs_data_root
     target = os.path.join(data_root, "overlay2")
     os.mkdir(target)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "strata-small", target], check=True)
@@ -164,7 +184,7 @@ def test_a_target_too_small_is_refused_before_anything_is_written(vfs_data_root)
 
 
 def test_refused_while_the_engine_runs(vfs_data_root, tmp_path):
-    data_root, _, _ = vfs_data_root
+    data_root, _, _, _ = vfs_data_root
     with dockerd_support.dockerd(str(tmp_path / "d-again"), "vfs", data_root):
         with pytest.raises(engine.EngineRunning):
             migrate.migrate(data_root, "vfs", "overlay2")

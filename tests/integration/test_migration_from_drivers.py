@@ -9,7 +9,8 @@ which sees what it wrote; and the source store still verifies as it was.
 
 Who writes the source store:
 
-- btrfs (a loop-file btrfs), fuse-overlayfs: a real dockerd 20.10 on it;
+- btrfs (a loop-file btrfs), fuse-overlayfs: a real dockerd on it, 20.10
+  and 26.1, and the same engine runs the migrated overlay2 store;
 - devicemapper (loop-lvm): a real dockerd too, inside a qemu VM, since this
   kernel has no thin pools; ``test_in_qemu_vm`` runs the devicemapper case
   there, target dockerd and all;
@@ -47,14 +48,18 @@ pytestmark = pytest.mark.root
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IN_VM = os.environ.get("STRATA_IN_VM") == "1"
 DRIVERS = ["btrfs", "devicemapper", "fuse-overlayfs", "zfs"]
+# Engine 26.1 too where it can write the source: it has no devicemapper
+# (removed in 25.0), and no engine runs zfs here
+CASES = [("20.10", d) for d in DRIVERS] + [("26.1", "btrfs"), ("26.1", "fuse-overlayfs")]
 
 
 class Source(object):
     """A data-root whose ``driver`` store holds the image and keeper."""
 
-    def __init__(self, driver, data_root, options, image_id, ids, keeper):
+    def __init__(self, driver, data_root, options, image_id, ids, keeper, engine="20.10"):
         self.driver, self.data_root, self.options = driver, data_root, options
         self.image_id, self.ids, self.keeper = image_id, ids, keeper
+        self.engine = engine
 
     def store(self):
         drv = new(self.driver, os.path.join(self.data_root, self.driver), self.options,
@@ -62,46 +67,48 @@ class Source(object):
         return LayerStore(self.data_root, drv, recover=False)
 
 
-def _written_by_dockerd(workdir, driver, data_root, options=None):
+def _written_by_dockerd(workdir, driver, data_root, options=None, engine="20.10"):
     """The image and keeper, written by a real dockerd on ``driver``."""
     opts = ["%s=%s" % kv for kv in sorted((options or {}).items())]
     with dockerd_support.dockerd(os.path.join(workdir, "d-" + driver), driver, data_root,
-                                 storage_opts=opts) as d:
+                                 storage_opts=opts, engine=engine) as d:
         assert d.docker("info", "-f", "{{.Driver}}").strip() == driver
         image_id = images.build_into(d, workdir)
         assert d.docker("run", "--name", "keeper", "--network", "none", images.TAG,
                         "/bin/sh", "-c", KEEPER) == "first\n"
         keeper = d.docker("inspect", "-f", "{{.Id}}", "keeper").strip()
         ids = sorted(d.docker("images", "-q", "--no-trunc").split())
-    return Source(driver, data_root, options or {}, image_id, ids, keeper)
+    return Source(driver, data_root, options or {}, image_id, ids, keeper, engine)
 
 
 @contextlib.contextmanager
-def _btrfs(workdir):
+def _btrfs(workdir, engine):
     # a subdirectory, not the mount itself: dockerd's teardown unmounts its data-root
     with loop_filesystem("btrfs", size_mb=512) as mnt:
-        yield _written_by_dockerd(workdir, "btrfs", os.path.join(mnt, "docker"))
+        yield _written_by_dockerd(workdir, "btrfs", os.path.join(mnt, "docker"), engine=engine)
 
 
 @contextlib.contextmanager
-def _fuse_overlayfs(workdir):
+def _fuse_overlayfs(workdir, engine):
     with backend_home("fuse-overlayfs", os.path.join(workdir, "docker")) as (home, options):
-        yield _written_by_dockerd(workdir, "fuse-overlayfs", os.path.dirname(home), options)
+        yield _written_by_dockerd(workdir, "fuse-overlayfs", os.path.dirname(home), options,
+                                  engine=engine)
 
 
 @contextlib.contextmanager
-def _devicemapper(workdir):
+def _devicemapper(workdir, engine):
     reason = backend_devicemapper.unavailable_reason()
     if reason:
         pytest.skip("no device-mapper here (%s); test_in_qemu_vm runs this in a VM" % reason)
     with backend_home("devicemapper", os.path.join(workdir, "docker")) as (home, options):
         # the VM has no udev: without this dockerd refuses the driver
         options = dict(options, **{"dm.override_udev_sync_check": "true"})
-        yield _written_by_dockerd(workdir, "devicemapper", os.path.dirname(home), options)
+        yield _written_by_dockerd(workdir, "devicemapper", os.path.dirname(home), options,
+                                  engine=engine)
 
 
 @contextlib.contextmanager
-def _zfs(workdir):
+def _zfs(workdir, engine):
     # Docker 20.10's overlay2 refuses a zfs backing filesystem (and the
     # kernel's overlay cannot use a FUSE upper dir), so the data-root is on
     # the host's ext4 and the zfs driver gets its parent dataset by
@@ -115,7 +122,7 @@ def _zfs(workdir):
             pytest.skip("zfs backend unavailable: %s" % e)
         options = {"zfs.fsname": p.create_dataset("docker", os.path.join(p.mountpoint, "docker"))}
         data_root = os.path.join(workdir, "docker")
-        vfs = _written_by_dockerd(workdir, "vfs", data_root)
+        vfs = _written_by_dockerd(workdir, "vfs", data_root, engine=engine)
         # migrate refuses a target Docker Engine cannot run, as zfs on
         # zfs-fuse: lifted for this one step, which only writes the source
         with mock.patch.object(migrate, "check_driver", return_value=(True, "")):
@@ -123,20 +130,21 @@ def _zfs(workdir):
         new("vfs", os.path.join(data_root, "vfs")).cleanup()
         shutil.rmtree(os.path.join(data_root, "vfs"))
         shutil.rmtree(os.path.join(data_root, "image", "vfs"))
-        yield Source("zfs", data_root, options, vfs.image_id, vfs.ids, vfs.keeper)
+        yield Source("zfs", data_root, options, vfs.image_id, vfs.ids, vfs.keeper, engine)
 
 
 WRITERS = {"btrfs": _btrfs, "devicemapper": _devicemapper,
            "fuse-overlayfs": _fuse_overlayfs, "zfs": _zfs}
 
 
-@pytest.fixture(params=DRIVERS)
+@pytest.fixture(params=CASES, ids=["%s-%s" % c for c in CASES])
 def source(request, tmp_path):
-    request.node.user_properties.append(("driver", request.param))
-    reason = dockerd_support.available() or images.busybox_available()
+    engine, driver = request.param
+    request.node.user_properties.append(("driver", driver))
+    reason = dockerd_support.available(engine) or images.busybox_available()
     if reason:
         pytest.skip(reason)
-    with WRITERS[request.param](str(tmp_path)) as src:
+    with WRITERS[driver](str(tmp_path), engine) as src:
         yield src
 
 
@@ -156,7 +164,8 @@ def test_migrates_to_overlay2(source, tmp_path):
     if s.driver == "devicemapper":
         assert backend_devicemapper.leftover_devices(os.path.join(s.data_root, s.driver)) == []
 
-    with dockerd_support.dockerd(str(tmp_path / "d-overlay2"), "overlay2", s.data_root) as d:
+    with dockerd_support.dockerd(str(tmp_path / "d-overlay2"), "overlay2", s.data_root,
+                                 engine=s.engine) as d:
         assert sorted(d.docker("images", "-q", "--no-trunc").split()) == s.ids
         assert d.docker("inspect", "-f", "{{.Id}}", images.TAG).strip() == s.image_id
         out = d.docker("run", "--rm", "--network", "none", images.TAG, *images.RUN_CMD)

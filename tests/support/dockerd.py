@@ -69,6 +69,8 @@ ENGINES = {
     "20.10": Engine("20.10", "/"),
     "26.1": Engine("26.1", ENGINE26_PREFIX),
 }
+# what interop tests parametrize over, oldest first
+ENGINE_VERSIONS = ["20.10", "26.1"]
 
 
 class DockerdUnavailable(Exception):

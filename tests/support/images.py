@@ -27,11 +27,12 @@ EXPECTED_OUTPUT = (HELLO + SECOND).decode()
 
 
 class ImageArchive(object):
-    def __init__(self, path, tag, image_id, diff_ids):
+    def __init__(self, path, tag, image_id, diff_ids, engine="20.10"):
         self.path, self.tag, self.image_id, self.diff_ids = path, tag, image_id, diff_ids
+        self.engine = engine
 
     def __repr__(self):
-        return "<ImageArchive %s %s>" % (self.tag, self.path)
+        return "<ImageArchive %s %s by Engine %s>" % (self.tag, self.path, self.engine)
 
 
 def busybox_available():
@@ -87,22 +88,25 @@ def build_into(d, workdir):
     return d.docker("inspect", "-f", "{{.Id}}", TAG).strip()
 
 
-def build_image_archive(cache_dir, storage_driver="vfs"):
-    """The saved test image (built once per cache_dir) as an ImageArchive."""
+def build_image_archive(cache_dir, storage_driver="vfs", engine="20.10"):
+    """The test image built and saved by Engine ``engine`` (once per
+    cache_dir) as an ImageArchive. The engines' archives differ: 20.10 saves
+    the classic layout, 25+ an OCI layout with manifest.json beside it, and
+    the committed layer's DiffID differs too (owner names, see archive.py)."""
     import json
     path = os.path.join(cache_dir, "interop.tar")
     meta = os.path.join(cache_dir, "interop.json")
     if os.path.exists(path) and os.path.exists(meta):
         with open(meta) as f:
             m = json.load(f)
-        return ImageArchive(path, TAG, m["id"], m["diff_ids"])
+        return ImageArchive(path, TAG, m["id"], m["diff_ids"], m.get("engine", "20.10"))
     os.makedirs(cache_dir, exist_ok=True)
     work = os.path.join(cache_dir, "builder")
-    with dockerd(work, storage_driver=storage_driver) as d:
+    with dockerd(work, storage_driver=storage_driver, engine=engine) as d:
         image_id = build_into(d, cache_dir)
         d.docker("save", "-o", path, TAG)
         diff_ids = json.loads(d.docker("inspect", "-f", "{{json .RootFS.Layers}}", TAG))
     shutil.rmtree(work, ignore_errors=True)
     with open(meta, "w") as f:
-        json.dump({"id": image_id, "diff_ids": diff_ids}, f)
-    return ImageArchive(path, TAG, image_id, diff_ids)
+        json.dump({"id": image_id, "diff_ids": diff_ids, "engine": engine}, f)
+    return ImageArchive(path, TAG, image_id, diff_ids, engine)

@@ -1,7 +1,9 @@
 """archive: Docker's layer tar rules, one by one."""
 
+import grp
 import io
 import os
+import pwd
 import stat
 import tarfile
 
@@ -102,8 +104,9 @@ def test_tar_tree_docker_format(tmp_path):
     # Walk order: depth first, names sorted; no root entry; no socket.
     assert names == ["dir/", "dir/file", "fifo", "hard", "sym"]
     by = {n: e for n, _t, _s, e in got}
-    assert by["dir/"].typeflag == "5" and by["dir/"].mode & 0o170000 == 0o40000
-    assert by["dir/file"].mode == 0o100000 | (os.lstat(str(src / "hard")).st_mode & 0o7777)
+    # the newest engine's headers (23+): permission bits only in the mode
+    assert by["dir/"].typeflag == "5" and by["dir/"].mode & 0o170000 == 0
+    assert by["dir/file"].mode == os.lstat(str(src / "hard")).st_mode & 0o7777
     assert by["dir/file"].mtime == 1600000000              # truncated, not rounded
     assert by["dir/file"].atime_ns is None and by["dir/file"].xattrs == {}
     assert by["dir/file"].uname == b"" and by["dir/file"].gname == b""
@@ -111,6 +114,17 @@ def test_tar_tree_docker_format(tmp_path):
     assert (by["sym"].typeflag, by["sym"].linkname) == ("2", b"/abs/target")
     assert by["fifo"].typeflag == "6"
     assert raw.count(b"\0" * 1024) >= 1 and raw[-1024:] == END_OF_ARCHIVE
+    # Engine 20.10: the file type bits (fillGo18FileTypeBits) and the owner's
+    # names looked up on this host; otherwise the same bytes
+    old = {n: e for n, _t, _s, e in entries(io.BytesIO(
+        archive.tar_tree(str(src), engine_version="20.10").read()))}
+    assert old["dir/"].mode & 0o170000 == 0o40000 and old["fifo"].mode & 0o170000 == 0o10000
+    assert old["dir/file"].mode == 0o100000 | by["dir/file"].mode
+    assert old["sym"].mode & 0o170000 == 0o120000
+    st = os.lstat(str(src / "hard"))
+    assert old["dir/file"].uname == pwd.getpwuid(st.st_uid).pw_name.encode()
+    assert old["dir/file"].gname == grp.getgrgid(st.st_gid).gr_name.encode()
+    assert archive.tar_tree(str(src), engine_version="26.1").read() == raw
 
 
 @needs_root
@@ -263,10 +277,20 @@ def test_apply_absolute_names_are_relative_to_root(layer):
                                      ("/../../x", "0", {"data": b"x"})))
     assert open(os.path.join(layer, "etc", "hostname"), "rb").read() == b"h"
     assert open(os.path.join(layer, "x"), "rb").read() == b"x"
-    # Docker's MkdirAll makes missing parents 0600 (as root; 0700 otherwise,
-    # or they could not be entered).
-    assert stat.S_IMODE(os.lstat(os.path.join(layer, "etc")).st_mode) == (
-        0o600 if ROOT else 0o700)
+    # Docker 23+ makes missing parents 0755 (createImpliedDirectories)
+    assert stat.S_IMODE(os.lstat(os.path.join(layer, "etc")).st_mode) == 0o755
+
+
+@pytest.mark.parametrize("whiteouts,mode", [
+    (archive.AUFS, 0o600), (archive.OVERLAY, 0o755), (archive.LITERAL, 0o755)])
+def test_apply_implied_parents_of_20_10(layer, whiteouts, mode):
+    """Engine 20.10's UnpackLayer (the naive apply) made them 0600 (as root;
+    0700 otherwise, or they could not be entered); its Unpack (the overlay
+    drivers' apply) 0755."""
+    archive.apply_layer(layer, build(("etc/hostname", "0", {"data": b"h"})),
+                        whiteout_format=whiteouts, engine_version="20.10")
+    want = mode if ROOT or mode == 0o755 else 0o700
+    assert stat.S_IMODE(os.lstat(os.path.join(layer, "etc")).st_mode) == want
 
 
 def test_apply_whiteout_removes(layer):

@@ -90,6 +90,8 @@ def test_import_writes_layers_config_and_tags(tmp_path, root, layout):
     archive = make(str(tmp_path / "image.tar"))
     result = imagestore.import_archive(root, _driver(root), archive)
     assert [i.id for i in result] == [IMAGE_ID]
+    # familiar names, as in Docker's manifest.json ("docker.io/strata/unit:oci" in index.json)
+    assert result[0].tags == (["strata/unit:1"] if layout == "classic" else ["strata/unit:oci"])
     store = layerstore.LayerStore(root, _driver(root))
     chains = layerstore.chain_ids([sha(L1), sha(L2)])
     assert sorted(l.chain_id for l in store.layers()) == sorted(chains)

@@ -74,9 +74,9 @@ def _tar(entries, fmt=tarfile.PAX_FORMAT, tail=b""):
     return buf.getvalue() + tail
 
 
-def _split(data, chunk):
+def _split(data, chunk, engine_version=None):
     out = io.BytesIO()
-    d = tarsplit.Disassembler(tarsplit.Packer(out))
+    d = tarsplit.Disassembler(tarsplit.Packer(out), engine_version)
     for i in range(0, len(data), chunk):
         d.feed(data[i:i + chunk])
     d.close()
@@ -89,9 +89,9 @@ def _records(js):
 
 def test_records_of_a_one_file_tar():
     data = _tar([("a", tarfile.REGTYPE, b"hi")], fmt=tarfile.USTAR_FORMAT)
-    recs = _records(_split(data, 4096))
+    recs = _records(_split(data, 4096, engine_version="20.10"))
     # header segment, the file, padding + end blocks, tarfile's record
-    # padding after them, the empty read at EOF
+    # padding after them, the empty read at EOF (tar-split v0.11.1)
     assert [r["type"] for r in recs] == [2, 1, 2, 2, 2]
     assert [r["position"] for r in recs] == [0, 1, 2, 3, 4]
     assert base64.b64decode(recs[0]["payload"]) == data[:512]
@@ -105,6 +105,26 @@ def test_records_of_a_one_file_tar():
     line = _split(data, 4096).splitlines()[1].decode()
     assert line.startswith('{"type":1,"name":"a","size":2,"payload":"')
     assert line.endswith('","position":1}')
+
+
+@pytest.mark.parametrize("version,eof_segment", [
+    ("20.10.24+dfsg1", True), ("24.0.7", True), ("25.0", False), ("26.1.5+dfsg1", False),
+    (None, False)])
+def test_the_empty_eof_segment_is_20_10s_only(version, eof_segment):
+    """tar-split v0.11.4 ("don't add a padding entry if it has no bytes"),
+    vendored from Engine 25 on, ends a file with the last bytes read; both
+    reassemble to the same tar."""
+    data = _tar([("a", tarfile.REGTYPE, b"hi")], fmt=tarfile.USTAR_FORMAT)
+    recs = _records(_split(data, 4096, engine_version=version))
+    assert tarsplit.writes_eof_segment(version) is eof_segment
+    if eof_segment:
+        assert len(recs) == 5 and recs[-1] == {"type": 2, "payload": "", "position": 4}
+    else:
+        # the last: the padding tarfile wrote after the end blocks
+        assert len(recs) == 4 and base64.b64decode(recs[-1]["payload"]) == bytes(10240 - 2048)
+    # no end-of-archive blocks at all: the same rule
+    cut = _records(_split(data[:1024], 300, engine_version=version))
+    assert (cut[-1]["payload"] == "") is eof_segment
 
 
 def test_empty_and_dir_entries_have_null_payload_and_no_size():

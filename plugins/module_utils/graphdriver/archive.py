@@ -9,6 +9,17 @@
   converter does (whiteouts kept on disk as 0/0 character devices, opaque
   directories as ``trusted.overlay.opaque=y``).
 
+Engine 23.0 changed three of these rules, and ``engine_version`` (every
+writer and apply_layer take it; the newest engine's rules when not given)
+says whose to follow. 20.10 writes the file type bits into a header's mode
+(``0100755``: fillGo18FileTypeBits, removed by moby #44083) and the owner's
+user and group names looked up on the host (Go's tar.FileInfoHeader; 23+
+uses FileInfoHeaderNoLookups and writes none), so the same tree gives other
+tar bytes and a committed layer another DiffID; and its UnpackLayer makes
+the missing parents of an entry 0600 (moby #44196 made them 0755, as Unpack
+always did). Each is compared with both engines in
+tests/integration/test_archive_docker.py.
+
 Streams returned here are readable binary file objects produced lazily:
 nothing is read from disk before the consumer reads, and ``close()`` stops
 production and then calls ``on_close`` (drivers unmount there: "diff() keeps
@@ -49,6 +60,7 @@ import stat
 import time
 
 from .errors import ArchiveError, BreakoutError, GraphDriverError
+from .priority import parse_version
 from . import tarstream
 from .tarstream import (BLOCK, CHAR, BLOCKDEV, CONT, DIR, FIFO, LINK, REG, REGA,
                         SYMLINK, XGLOBAL, MODE_TYPE_BITS, END_OF_ARCHIVE,
@@ -64,6 +76,18 @@ OVERLAY = "overlay"
 # and .wh..wh..opq entries are written as the files they are (fuse-overlayfs
 # reads them on disk). apply_layer only; the strata fuse-overlayfs driver.
 LITERAL = "literal"
+
+# The first engine with today's pkg/archive rules (see the module doc).
+ARCHIVE_RULES_SINCE = (23, 0)
+
+
+def legacy_rules(engine_version=None):
+    """Does Docker Engine ``engine_version`` follow 20.10's pkg/archive rules
+    (type bits and owner names in headers, 0600 implied parents)? None: the
+    newest engine, which does not."""
+    v = parse_version(engine_version)
+    return v is not None and v < ARCHIVE_RULES_SINCE
+
 
 # Symlinks followed in one entry's parent path, as the kernel's MAXSYMLINKS:
 # a loop ends in BreakoutError instead of a hang.
@@ -194,13 +218,18 @@ def _lgetxattr(path, name):
         return None
 
 
+_NO_TYPE_BITS = dict.fromkeys(MODE_TYPE_BITS, 0)
+
+
 class _TarAppender(object):
     """pkg/archive's tarAppender: one entry per path, hard links by inode."""
 
-    def __init__(self, whiteout_format=None, lookup_names=False):
+    def __init__(self, whiteout_format=None, engine_version=None):
         self.seen = {}
         self.overlay = whiteout_format == OVERLAY
-        self.names = {} if lookup_names else None
+        legacy = legacy_rules(engine_version)
+        self.names = {} if legacy else None
+        self.type_bits = MODE_TYPE_BITS if legacy else _NO_TYPE_BITS
 
     def _names(self, uid, gid):
         """Docker 20.10's writer (Go's tar.FileInfoHeader) looks the owner's
@@ -235,7 +264,7 @@ class _TarAppender(object):
         isdir = fmt == stat.S_IFDIR
         if isdir and not name.endswith(b"/"):
             name += b"/"
-        mode = (st.st_mode & 0o7777) | MODE_TYPE_BITS[fmt]
+        mode = (st.st_mode & 0o7777) | self.type_bits[fmt]
         size = 0
         linkname = b""
         devmajor = devminor = 0
@@ -360,8 +389,8 @@ def _excluded(rel, patterns):
     return hit
 
 
-def _tree_chunks(root, include, whiteout_format, exclude, lookup_names):
-    appender = _TarAppender(whiteout_format, lookup_names)
+def _tree_chunks(root, include, whiteout_format, exclude, engine_version):
+    appender = _TarAppender(whiteout_format, engine_version)
     patterns = _compile_patterns(exclude)
     if include is None:
         include = [b"."]
@@ -396,26 +425,26 @@ def _tree_chunks(root, include, whiteout_format, exclude, lookup_names):
 
 
 def tar_tree(root, include=None, whiteout_format=AUFS, on_close=None, exclude=None,
-             lookup_names=False):
+             engine_version=None):
     """Docker's TarWithOptions: a readable stream of the tree at ``root``.
 
     ``include``: paths relative to root to archive (each walked in Docker's
     order), default the whole tree (the root itself is not an entry).
     ``whiteout_format=OVERLAY`` converts on-disk overlay whiteouts and opaque
     directories to the wire form. ``exclude``: Docker exclude patterns
-    (aufs passes ``['.wh..wh.*', '!.wh..wh..opq']``). ``lookup_names``:
-    write owner names as Docker 20.10 does (looked up on this host); by
-    default none, as Docker 23+ (``FileInfoHeaderNoLookups``).
+    (aufs passes ``['.wh..wh.*', '!.wh..wh..opq']``). ``engine_version``:
+    whose header rules (module doc): 20.10's type bits and owner names
+    looked up on this host, or, by default, the newest engine's: neither.
     """
     root = _fs(os.path.abspath(root))
     if not os.path.isdir(root):
         raise GraphDriverError("cannot archive %s: not a directory" % os.fsdecode(root))
-    return ChunkStream(_tree_chunks(root, include, whiteout_format, exclude, lookup_names),
+    return ChunkStream(_tree_chunks(root, include, whiteout_format, exclude, engine_version),
                        on_close)
 
 
-def _changes_chunks(root, changes, lookup_names):
-    appender = _TarAppender(None, lookup_names)
+def _changes_chunks(root, changes, engine_version):
+    appender = _TarAppender(None, engine_version)
     items = sorted(changes, key=lambda c: _fs(c.path))   # Go sorts by path
     for change in items:
         p = _fs(change.path)
@@ -435,18 +464,18 @@ def _changes_chunks(root, changes, lookup_names):
     yield END_OF_ARCHIVE
 
 
-def export_changes(root, changes, on_close=None, lookup_names=False):
+def export_changes(root, changes, on_close=None, engine_version=None):
     """Docker's ExportChanges: a readable tar stream of ``changes`` under ``root``.
 
     Deletions become empty ``.wh.<name>`` entries stamped now; the rest are
-    written from ``root`` in path order, hard links kept. ``lookup_names`` as
-    for :func:`tar_tree`. ``root`` may instead be a function of a change's
+    written from ``root`` in path order, hard links kept. ``engine_version``
+    as for :func:`tar_tree`. ``root`` may instead be a function of a change's
     path ('/etc/hosts') giving the file to write, None when there is none:
     a tree read from several directories (changes.Union.path).
     """
     if not callable(root):
         root = _fs(os.path.abspath(root))
-    return ChunkStream(_changes_chunks(root, list(changes), lookup_names), on_close)
+    return ChunkStream(_changes_chunks(root, list(changes), engine_version), on_close)
 
 
 # ---------------------------------------------------------------------------
@@ -545,7 +574,7 @@ class _Saved(object):
 
 class _Applier(object):
 
-    def __init__(self, root, whiteout_format, layer_id, chown):
+    def __init__(self, root, whiteout_format, layer_id, chown, engine_version=None):
         self.root = _fs(os.path.abspath(root))
         self.overlay = whiteout_format == OVERLAY
         self.literal = whiteout_format == LITERAL
@@ -555,9 +584,11 @@ class _Applier(object):
             raise GraphDriverError("unknown whiteout format %r" % (whiteout_format,))
         self.layer = layer_id
         self.chown = os.geteuid() == 0 if chown is None else chown
-        # Docker's UnpackLayer makes missing parents 0600 (umask 0 in its
-        # chroot); Unpack (the overlay path) makes them 0755.
-        self.parent_mode = 0o755 if self.unpack else 0o600
+        # Docker 20.10's UnpackLayer makes missing parents 0600 (umask 0 in
+        # its chroot); Unpack (the overlay path), and from 23.0 UnpackLayer
+        # too (createImpliedDirectories), make them 0755.
+        legacy = legacy_rules(engine_version)
+        self.parent_mode = 0o600 if legacy and not self.unpack else 0o755
         if os.geteuid() != 0:
             # Without CAP_DAC_OVERRIDE a 0600 directory cannot be entered,
             # not even to finish this apply.
@@ -1342,7 +1373,8 @@ def _copy_fd(src, dst):
         tarstream._write_all(dst, data)
 
 
-def apply_layer(root, stream, whiteout_format=AUFS, layer_id=None, chown=None):
+def apply_layer(root, stream, whiteout_format=AUFS, layer_id=None, chown=None,
+                engine_version=None):
     """Apply the layer tar ``stream`` onto ``root``.
 
     ``whiteout_format``: AUFS is Docker's UnpackLayer (naive apply: ``.wh.X``
@@ -1356,8 +1388,10 @@ def apply_layer(root, stream, whiteout_format=AUFS, layer_id=None, chown=None):
     All or nothing: on any failure the tree under ``root`` is restored and a
     GraphDriverError naming the layer and tar entry is raised. ``chown``
     (default: when running as root) sets owners from the tar.
+    ``engine_version``: whose rules for missing parents (module doc), the
+    newest engine's when not given.
     """
-    applier = _Applier(root, whiteout_format, layer_id, chown)
+    applier = _Applier(root, whiteout_format, layer_id, chown, engine_version)
     try:
         try:
             size = applier.run(stream)

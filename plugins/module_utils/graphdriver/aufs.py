@@ -120,7 +120,8 @@ class AufsDriver(NaiveDiffDriver):
     def diff(self, id, parent=None):
         if not self.is_parent(id, parent):
             return super().diff(id, parent)
-        return archive.tar_tree(self.diff_path(id), whiteout_format=archive.AUFS, exclude=EXCLUDE)
+        return archive.tar_tree(self.diff_path(id), whiteout_format=archive.AUFS, exclude=EXCLUDE,
+                                engine_version=self.engine_version)
 
     def changes(self, id, parent=None):
         if not self.is_parent(id, parent):
@@ -131,7 +132,8 @@ class AufsDriver(NaiveDiffDriver):
         if not self.is_parent(id, parent):
             return super().apply_diff(id, parent, stream)
         diff = self.diff_path(id)
-        archive.apply_layer(diff, stream, whiteout_format=archive.LITERAL, layer_id=id)
+        archive.apply_layer(diff, stream, whiteout_format=archive.LITERAL, layer_id=id,
+                            engine_version=self.engine_version)
         return directory_size(diff)
 
     def diff_size(self, id, parent=None):

@@ -63,14 +63,18 @@ def driver_class(name):
     return _CLASSES[name]
 
 
-def new(name, home, options=None, read_only=False):
+def new(name, home, options=None, read_only=False, engine_version=None):
     """Initialise driver ``name`` over ``home``; NotSupported if impossible here.
 
     ``read_only``: Docker's checks only, nothing written to the host's
     storage (no home, no pool, no device); the layers that exist can be
-    read, and create/remove/apply_diff refuse.
+    read, and create/remove/apply_diff refuse. ``engine_version``: the
+    Docker Engine whose tar rules the layers' diffs and applies follow
+    where engines differ (archive.py); the newest engine's when not given.
     """
-    return driver_class(name)(home, dict(options or {}), read_only=read_only)
+    drv = driver_class(name)(home, dict(options or {}), read_only=read_only)
+    drv.engine_version = engine_version
+    return drv
 
 
 def check_support(name, home, options=None):
@@ -107,6 +111,8 @@ class Driver(object):
     """
 
     name = None
+    # whose tar rules diff() and apply_diff() follow (archive.py); see new()
+    engine_version = None
     # What a driver opened read-only refuses.
     WRITES = ("create", "create_read_write", "remove", "apply_diff")
 

@@ -126,5 +126,6 @@ class FuseOverlayfsDriver(Overlay2Driver):
         if not self.is_parent(id, parent):
             return NaiveDiffDriver.apply_diff(self, id, parent, stream)
         diff = self._diff_path(id)
-        archive.apply_layer(diff, stream, whiteout_format=archive.LITERAL, layer_id=id)
+        archive.apply_layer(diff, stream, whiteout_format=archive.LITERAL, layer_id=id,
+                            engine_version=self.engine_version)
         return directory_size(diff)

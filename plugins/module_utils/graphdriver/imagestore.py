@@ -226,6 +226,9 @@ def _manifest_from_oci(archive):
         ref = ann.get("org.opencontainers.image.ref.name")
         if not name and ref and ("/" in ref or ":" in ref):
             name = ref
+        if name:
+            # RepoTags as Docker's own manifest.json has them: familiar names
+            name = "%s:%s" % parse_reference(name)
         walk(desc, name)
     return items
 
@@ -264,16 +267,18 @@ class ImportedImage(object):
 
 
 def import_archive(data_root, driver, archive_path, exec_root=None, pidfile=None,
-                   sockets=None, layer_store=None):
+                   sockets=None, layer_store=None, engine_version=None):
     """Import a ``docker save`` archive into a stopped engine's data-root.
 
     ``driver`` is our driver over ``<data_root>/<driver name>``. Refuses with
     engine.EngineRunning while an engine uses the data-root. Returns the
     ImportedImage list. Idempotent: layers and images already present are
-    reused; tags are (re)pointed as ``docker load`` does.
+    reused; tags are (re)pointed as ``docker load`` does. ``engine_version``:
+    write what ``docker load`` of that engine writes (the newest when not
+    given; see LayerStore).
     """
     engine.ensure_stopped(data_root, exec_root, pidfile, sockets)
-    store = layer_store or LayerStore(data_root, driver)
+    store = layer_store or LayerStore(data_root, driver, engine_version=engine_version)
     images = ImageStore(data_root, driver.name)
     archive = _Archive(archive_path)
     try:

@@ -201,11 +201,17 @@ class _Tee(object):
 
 
 class LayerStore(object):
-    """``LayerStore(data_root, driver)``: the layerdb of ``driver`` under ``data_root``."""
+    """``LayerStore(data_root, driver)``: the layerdb of ``driver`` under ``data_root``.
 
-    def __init__(self, data_root, driver, check_engine=True, recover=True):
+    ``engine_version``: the Docker Engine whose bytes a registration writes
+    where engines differ (the tar-split's end, see tarsplit); the newest
+    engine's when not given. Every engine reads what any of them wrote.
+    """
+
+    def __init__(self, data_root, driver, check_engine=True, recover=True, engine_version=None):
         self.data_root = os.path.abspath(data_root)
         self.driver = driver
+        self.engine_version = engine_version
         self.root = os.path.join(self.data_root, "image", driver.name, "layerdb")
         self.check_engine = check_engine
         makedirs(self.root, 0o700)
@@ -352,7 +358,7 @@ class LayerStore(object):
                 writer = tarsplit.open_writer(os.path.join(ws, "tar-split.json.gz"))
                 try:
                     os.fchmod(writer.raw.fileno(), 0o644)
-                    dis = tarsplit.Disassembler(tarsplit.Packer(writer))
+                    dis = tarsplit.Disassembler(tarsplit.Packer(writer), self.engine_version)
                     tee = _Tee(stream, dis)
                     size = self.driver.apply_diff(cache, parent_cache, tee)
                     tee.drain()

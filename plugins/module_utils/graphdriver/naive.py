@@ -36,7 +36,8 @@ class NaiveDiffDriver(Driver):
         layer_fs = self.get(id, "")
         try:
             if not parent:
-                return tar_tree(layer_fs, on_close=lambda: self.put(id))
+                return tar_tree(layer_fs, on_close=lambda: self.put(id),
+                                engine_version=self.engine_version)
             parent_fs = self.get(parent, "")
             try:
                 changes = changes_dirs(layer_fs, parent_fs)
@@ -49,7 +50,8 @@ class NaiveDiffDriver(Driver):
                 finally:
                     _sleep_to_next_second(start)
 
-            return export_changes(layer_fs, changes, on_close=close)
+            return export_changes(layer_fs, changes, on_close=close,
+                                  engine_version=self.engine_version)
         except BaseException:
             self.put(id)
             raise
@@ -72,7 +74,7 @@ class NaiveDiffDriver(Driver):
         """Apply a layer tar onto the layer; the sum of its header sizes."""
         layer_fs = self.get(id, "")
         try:
-            return apply_layer(layer_fs, stream, layer_id=id)
+            return apply_layer(layer_fs, stream, layer_id=id, engine_version=self.engine_version)
         finally:
             self.put(id)
 

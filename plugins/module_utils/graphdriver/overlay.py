@@ -156,9 +156,9 @@ class OverlayDriver(Driver):
     def diff(self, id, parent=None):
         layers = self._layers(id)
         if not parent and len(layers) == 1:
-            return archive.tar_tree(layers[0])
+            return archive.tar_tree(layers[0], engine_version=self.engine_version)
         changes, root = self._changes(id, parent)
-        return archive.export_changes(root, changes)
+        return archive.export_changes(root, changes, engine_version=self.engine_version)
 
     def diff_size(self, id, parent=None):
         changes, root = self._changes(id, parent)

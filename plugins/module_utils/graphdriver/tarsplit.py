@@ -17,9 +17,13 @@ Segment boundaries follow tar-split's ``asm.NewInputTarStream`` with its raw
 accounting reader: every byte read between two payloads (padding of the
 previous file, extension headers and their data, the entry header) is one
 segment, written just before the entry; the end-of-archive blocks are one
-segment, then whatever follows them in pieces of at most 1 MiB, then an
-empty segment: tar-split v0.11.1 (vendored by Docker 20.10) records every
-Read of the trailer, including the final empty one at EOF.
+segment, then whatever follows them in pieces of at most 1 MiB. Then the
+engines differ: tar-split v0.11.1 (vendored by Docker 20.10) records every
+Read of the trailer, including the final empty one at EOF, so its files end
+with ``{"type":2,"payload":"","position":N}``; v0.11.4 dropped empty
+segments ("don't add a padding entry if it has no bytes"), and Engine 25+
+(26.1 here) writes none. Both reassemble to the same tar; ``engine_version``
+picks whose bytes we write (the newest engine's when not given).
 """
 
 import base64
@@ -38,6 +42,16 @@ BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
 _PADDING_CHUNK = 1024 * 1024       # tar-split reads trailing data this way
 _CRC_FLUSH = 1024 * 1024           # feed the CRC in big pieces: it's per call
+# The first engine whose tar-split (v0.11.4+) writes no empty EOF segment.
+_NO_EOF_SEGMENT_SINCE = (25, 0)
+
+
+def writes_eof_segment(engine_version=None):
+    """Does this engine's tar-split end every file with an empty segment?
+    (Engine 20.10 does, 25+ does not; None: the newest engine.)"""
+    from .priority import parse_version
+    v = parse_version(engine_version)
+    return v is not None and v < _NO_EOF_SEGMENT_SINCE
 
 
 class TarSplitError(ArchiveError):
@@ -193,8 +207,9 @@ class Disassembler(object):
 
     _HEADER, _META, _DATA, _PAD, _SECOND_ZERO, _TRAILER, _DONE = range(7)
 
-    def __init__(self, packer):
+    def __init__(self, packer, engine_version=None):
         self.packer = packer
+        self._eof_segment = writes_eof_segment(engine_version)
         self._state = self._HEADER
         self._raw = bytearray()          # bytes of the coming segment
         self._need = BLOCK               # bytes wanted in the current state
@@ -251,10 +266,11 @@ class Disassembler(object):
         if self._state != self._TRAILER:
             self._raw += self._buf
             self._flush_segment()
-        # tar-split v0.11.1 (Docker 20.10) writes one segment per Read of
-        # what follows the archive, the last one being the empty read at EOF.
+        # tar-split writes one segment per Read of what follows the archive;
+        # v0.11.1 (Docker 20.10) the last, empty read at EOF too
         self._flush_segment()
-        self.packer.add_segment(b"")
+        if self._eof_segment:
+            self.packer.add_segment(b"")
         self._state = self._DONE
 
     # -- states --
@@ -520,12 +536,13 @@ def chunks(entries, root, check_crc=True, chunk=1024 * 1024):
             raise TarSplitError("file integrity checksum failed: %s" % path, entry=name)
 
 
-def disassemble(stream, packer_out, chunk=1024 * 1024):
-    """Read a whole tar from ``stream``; write its tar-split JSON to ``packer_out``.
+def disassemble(stream, packer_out, chunk=1024 * 1024, engine_version=None):
+    """Read a whole tar from ``stream``; write its tar-split JSON to ``packer_out``,
+    as Docker Engine ``engine_version`` writes it (the newest when not given).
 
     Returns the Disassembler (``entries`` counts the file entries).
     """
-    d = Disassembler(Packer(packer_out))
+    d = Disassembler(Packer(packer_out), engine_version)
     while True:
         data = stream.read(chunk)
         if not data:

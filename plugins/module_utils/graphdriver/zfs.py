@@ -471,7 +471,8 @@ class ZfsDriver(NaiveDiffDriver):
                 if delay > 0:
                     time.sleep(delay)
         try:
-            return export_changes(layer_fs, changes, on_close=close)
+            return export_changes(layer_fs, changes, on_close=close,
+                                  engine_version=self.engine_version)
         except BaseException:
             self.put(id)
             raise
