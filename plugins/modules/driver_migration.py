@@ -259,7 +259,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.strata.graphdriver.plugins.module_utils import all_drivers  # noqa: F401 pylint: disable=unused-import
-from ansible_collections.strata.graphdriver.plugins.module_utils import containerd_migration, daemon_json
+from ansible_collections.strata.graphdriver.plugins.module_utils import containerd_migration, daemon_json, engine_api
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import to_containerd
 from ansible_collections.strata.graphdriver.plugins.module_utils.host_report import storage_opts_dict
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import migrate, new
@@ -428,8 +428,10 @@ def main():
             changed = (bool(plan.layers_to_copy or plan.containers_to_copy) or metadata_missing(data_root, plan, tags)
                        or p['remove_source'])
         else:
+            # the host's engine will run the target: its rules where engines differ
             done = migrate.migrate(data_root, source, target, src_opts, dst_opts,
-                                   progress=ProgressFile(p['progress_file']) if p['progress_file'] else None)
+                                   progress=ProgressFile(p['progress_file']) if p['progress_file'] else None,
+                                   engine_version=engine_api.installed_version())
             changed = done.changed
             if p['remove_source']:
                 migrate.remove_source(data_root, source, src_opts)

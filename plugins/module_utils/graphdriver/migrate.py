@@ -160,7 +160,7 @@ def _container_bytes(src_store, mount):
 
 
 def migrate(data_root, source, target, source_options=None, target_options=None,
-            progress=None):
+            progress=None, engine_version=None):
     """Carry every image of ``source`` over to ``target``; returns the Plan.
 
     ``progress(state)``, when given, is called as the work goes on: at each
@@ -168,6 +168,9 @@ def migrate(data_root, source, target, source_options=None, target_options=None,
     layer. ``state`` is a dict (see Progress.state) that can be written out
     as JSON as it is.
     Idempotent: layers and images already in the target are not copied again.
+    ``engine_version``: the engine that will run the target, whose rules
+    the carried containers' files are written by where engines differ (the
+    mode of a directory a diff implies); the newest engine's when not given.
     """
     started = time.monotonic()
     data_root = os.path.abspath(data_root)
@@ -175,8 +178,8 @@ def migrate(data_root, source, target, source_options=None, target_options=None,
     # target's home or layer store is made; what the target lacks does not
     # change when it is opened for writing.
     p, layers, src_store = _planned(data_root, source, target, source_options, target_options)
-    dst = new(target, os.path.join(data_root, target), target_options)
-    dst_store = LayerStore(data_root, dst)
+    dst = new(target, os.path.join(data_root, target), target_options, engine_version=engine_version)
+    dst_store = LayerStore(data_root, dst, engine_version=engine_version)
     meter = Progress(p, progress, started)
     todo = set(p.layers_to_copy)
     try:
