@@ -272,7 +272,8 @@ from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.pro
 CONTAINERD = to_containerd.TARGET
 GRAPHDRIVERS = ['btrfs', 'devicemapper', 'fuse-overlayfs', 'overlay2', 'vfs', 'zfs']
 DRIVERS = sorted(GRAPHDRIVERS + [CONTAINERD])
-SOURCES = sorted(['aufs', 'overlay'] + DRIVERS)   # aufs and overlay: read-only sources
+GRAPHDRIVER_SOURCES = sorted(['aufs', 'overlay'] + GRAPHDRIVERS)   # aufs and overlay: read-only sources
+SOURCES = sorted(GRAPHDRIVER_SOURCES + [CONTAINERD])
 
 
 def _has_entries(path):
@@ -288,7 +289,8 @@ def drivers_with_state(data_root):
     Unlike Docker's prior-state scan this counts vfs too: it is a common
     source of a migration (the fallback where overlay2 was refused).
     """
-    return [d for d in SOURCES
+    # graphdrivers only: <data-root>/containerd is every engine's containerd (20.10's runs containers there)
+    return [d for d in GRAPHDRIVER_SOURCES
             if _has_entries(os.path.join(data_root, d)) or _has_entries(os.path.join(data_root, 'image', d))]
 
 
@@ -364,7 +366,7 @@ def containerd_main(module):
         data_root = os.path.abspath(p['data_root'] or daemon_json.data_root(config))
         if p['target'] == CONTAINERD:
             source = resolve_source(p['source'], CONTAINERD, data_root, config)
-            if source not in GRAPHDRIVERS + ['aufs', 'overlay']:
+            if source not in GRAPHDRIVER_SOURCES:
                 module.fail_json(msg='source %s: the containerd store takes the images of a graphdriver' % source)
             progress = ProgressFile(p['progress_file']) if p['progress_file'] else None
             changed, result, commands = containerd_migration.onto_containerd(data_root, source, p, module.check_mode,
