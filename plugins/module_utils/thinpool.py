@@ -242,7 +242,8 @@ def _dm_pool_facts(name):
     try:
         line = Command("dmsetup", "status", name).run(timeout=60).split()
     except CommandError as e:
-        return dict(facts, error="no thin pool %s: %s" % (name, e))
+        why = (e.stderr or "").strip().splitlines()
+        return dict(facts, error="no thin pool %s: dmsetup status says %s" % (name, why[0] if why else e))
     # <start> <len> thin-pool <transaction id> <meta used>/<total> <data used>/<total> ...
     if len(line) < 6 or line[2] != "thin-pool":
         return dict(facts, error="%s is not a thin pool (dmsetup status: %s)" % (name, " ".join(line)))
