@@ -24,6 +24,7 @@ import tempfile
 import time
 import urllib.parse
 
+from .command import run
 from .errors import GraphDriverError
 from .http2 import Connection, HTTP2Error
 from .protobuf import Message, encode
@@ -225,7 +226,7 @@ class TempMount(object):
         self.path = tempfile.mkdtemp(prefix="strata-mount-", dir=self.parent_dir)
         try:
             for m in self.mounts:
-                _run(m.argv(self.path))
+                run(m.argv(self.path))
                 self._mounted.append(self.path)
         except BaseException:
             self.__exit__(None, None, None)
@@ -234,17 +235,9 @@ class TempMount(object):
 
     def __exit__(self, *exc):
         for path in reversed(self._mounted):
-            _run(["umount", path])
+            run(["umount", path])
         self._mounted = []
         os.rmdir(self.path)
-
-
-def _run(argv, **kw):
-    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False, **kw)
-    if proc.returncode != 0:
-        raise ContainerdError("%s failed (%d): %s" % (" ".join(argv), proc.returncode,
-                                                      proc.stderr.decode(errors="replace").strip()))
-    return proc.stdout.decode(errors="replace")
 
 
 def root_of(data_root):
@@ -312,7 +305,7 @@ class Daemon(object):
         view = os.path.join(self.dir, "view")
         for d in ("view", "upper", "work"):
             os.mkdir(os.path.join(self.dir, d))
-        _run(["mount", "-t", "overlay", "overlay", "-o", "lowerdir=%s,upperdir=%s,workdir=%s"
+        run(["mount", "-t", "overlay", "overlay", "-o", "lowerdir=%s,upperdir=%s,workdir=%s"
               % (root, os.path.join(self.dir, "upper"), os.path.join(self.dir, "work")), view])
         self._overlay = view
         return view
@@ -351,7 +344,7 @@ class Daemon(object):
                 self.proc.wait(10)
         self.proc = None
         if self._overlay:
-            _run(["umount", self._overlay])
+            run(["umount", self._overlay])
             self._overlay = None
         if self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)

@@ -27,7 +27,7 @@ import os
 import shutil
 import time
 
-from . import engine
+from . import containers, engine
 from .driver import new
 from .errors import GraphDriverError
 from .backingfs import nearest_existing
@@ -135,7 +135,7 @@ def _plan(data_root, src_store, dst_store, target):
                             or _container_driver(data_root, c) not in (None, target)]
     for mount in src_store.mounts():
         if dst_store is None or not dst_store.has_mount(mount.name):
-            p.container_bytes[mount.name] = _container_bytes(src_store, mount)
+            p.container_bytes[mount.name] = containers.layer_bytes(src_store, mount)
             p.bytes_to_copy += p.container_bytes[mount.name]
     # Refused before anything is written: a target filled up half-way is a
     # failure at the worst moment (the engine is stopped).
@@ -147,16 +147,6 @@ def _plan(data_root, src_store, dst_store, target):
                              "grow it or free space first; nothing was written"
                              % (source, target, p.bytes_to_copy, where, p.bytes_free))
     return p, layers
-
-
-def _container_bytes(src_store, mount):
-    """What carrying a container writes: its init and RW layers' changes."""
-    below = src_store.get(mount.parent).cache_id if mount.parent else None
-    size = 0
-    for layer_id in ([mount.init_id] if mount.init_id else []) + [mount.mount_id]:
-        size += src_store.driver.diff_size(layer_id, below)
-        below = layer_id
-    return size
 
 
 def migrate(data_root, source, target, source_options=None, target_options=None,
@@ -280,30 +270,17 @@ def _copy_image_metadata(data_root, source, target):
     return changed
 
 
-def _container_config(data_root, container):
-    """(path, config.v2.json) of a container; config None without one."""
-    path = os.path.join(data_root, "containers", container, "config.v2.json")
-    try:
-        with open(path) as f:
-            return path, json.load(f)
-    except FileNotFoundError:
-        return path, None    # a mount without a container: nothing to tell Docker
-    except ValueError as e:
-        raise MigrationError("container %s: %s is not JSON: %s" % (container, path, e))
-
-
 def _container_driver(data_root, container):
-    return (_container_config(data_root, container)[1] or {}).get("Driver")
+    return (containers.read_config(data_root, container)[1] or {}).get("Driver")
 
 
 def _set_container_driver(data_root, container, driver):
     """config.v2.json's Driver, which decides whether Docker loads it."""
-    path, config = _container_config(data_root, container)
+    path, config = containers.read_config(data_root, container)
     if config is None or config.get("Driver") == driver:
         return False
     config["Driver"] = driver
-    atomic_write(path, json.dumps(config, separators=(",", ":"), ensure_ascii=False),
-                 mode=os.stat(path).st_mode & 0o777)
+    containers.write_config(path, config)
     return True
 
 

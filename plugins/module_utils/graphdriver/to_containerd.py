@@ -27,12 +27,11 @@ import tarfile
 import time
 
 from . import containerd as c8d
-from . import engine
+from . import containers, engine
 from .archive import apply_layer
 from .backingfs import nearest_existing
 from .driver import new
 from .errors import GraphDriverError
-from .fileutil import atomic_write
 from .imagestore import ImageStore
 from .layerstore import LayerStore, chain_ids
 from .progress import Progress
@@ -153,7 +152,7 @@ def _plan(data_root, src_store, opts, client):
         p.containers.append(mount.name)
         if client.snapshot(opts.snapshotter, mount.name) is None:
             p.containers_to_copy.append(mount.name)
-            p.bytes_to_copy += _container_bytes(src_store, mount)
+            p.bytes_to_copy += containers.layer_bytes(src_store, mount)
     root = c8d.root_of(data_root) if not opts.address else data_root
     where = nearest_existing(root)
     st = os.statvfs(where)
@@ -164,15 +163,6 @@ def _plan(data_root, src_store, opts, client):
             "which has %d free: grow it or free space first; nothing was written"
             % (source, p.bytes_to_copy, where, p.bytes_free))
     return p, configs
-
-
-def _container_bytes(src_store, mount):
-    below = src_store.get(mount.parent).cache_id if mount.parent else None
-    size = 0
-    for layer_id in ([mount.init_id] if mount.init_id else []) + [mount.mount_id]:
-        size += src_store.driver.diff_size(layer_id, below)
-        below = layer_id
-    return size
 
 
 def _diff_ids(config):
@@ -386,7 +376,7 @@ def _header(name, size):
 
 def _carry_containers(data_root, client, src_store, p, opts, meter):
     for mount in src_store.mounts():
-        path, config = _container_config(data_root, mount.name)
+        path, config = containers.read_config(data_root, mount.name)
         if mount.name in p.containers_to_copy:
             _carry_container(client, src_store, mount, opts, data_root)
             p.containers_copied.append(mount.name)
@@ -436,17 +426,6 @@ def _carry_container(client, src_store, mount, opts, data_root):
         raise
 
 
-def _container_config(data_root, container):
-    path = os.path.join(data_root, "containers", container, "config.v2.json")
-    try:
-        with open(path) as f:
-            return path, json.load(f)
-    except FileNotFoundError:
-        return path, None
-    except ValueError as e:
-        raise ContainerdMigrationError("container %s: %s is not JSON: %s" % (container, path, e))
-
-
 def _point_at_containerd(client, path, config, p, opts):
     """config.v2.json as Docker's containerd store writes it: Driver is the
     snapshotter, Image the manifest digest, ImageManifest its descriptor."""
@@ -459,7 +438,7 @@ def _point_at_containerd(client, path, config, p, opts):
                 ImageManifest=target.as_json())
     if want == config:
         return False
-    _write_config(path, want)
+    containers.write_config(path, want)
     return True
 
 
@@ -477,11 +456,6 @@ def _image_target(client, config, image_id, p):
     return None
 
 
-def _write_config(path, config):
-    atomic_write(path, json.dumps(config, separators=(",", ":"), ensure_ascii=False),
-                 mode=os.stat(path).st_mode & 0o777)
-
-
 def restore_containers(data_root, graphdriver, target_options=None):
     """The rollback: every container carried into the containerd store whose
     graphdriver layers are still there gets its graphdriver config.v2.json
@@ -494,7 +468,7 @@ def restore_containers(data_root, graphdriver, target_options=None):
     restored = []
     with _Containerd(data_root, opts) as ctd:
         for mount in store.mounts():
-            path, config = _container_config(data_root, mount.name)
+            path, config = containers.read_config(data_root, mount.name)
             if config is None or config.get("Driver") == graphdriver:
                 continue
             manifest = config.get("ImageManifest") or {}
@@ -506,7 +480,7 @@ def restore_containers(data_root, graphdriver, target_options=None):
                                                "containerd" % (mount.name, config.get("Image")))
             want = dict(config, Driver=graphdriver, Image=image_id)
             want.pop("ImageManifest", None)
-            _write_config(path, want)
+            containers.write_config(path, want)
             restored.append(mount.name)
     return restored
 
@@ -519,7 +493,7 @@ def containers_to_restore(data_root, graphdriver):
     store = _source(data_root, graphdriver, None)
     out = []
     for mount in store.mounts():
-        config = _container_config(data_root, mount.name)[1]
+        config = containers.read_config(data_root, mount.name)[1]
         if config is not None and config.get("Driver") != graphdriver:
             out.append(mount.name)
     return out
