@@ -306,7 +306,7 @@ class Daemon(object):
         for d in ("view", "upper", "work"):
             os.mkdir(os.path.join(self.dir, d))
         run(["mount", "-t", "overlay", "overlay", "-o", "lowerdir=%s,upperdir=%s,workdir=%s"
-              % (root, os.path.join(self.dir, "upper"), os.path.join(self.dir, "work")), view])
+             % (root, os.path.join(self.dir, "upper"), os.path.join(self.dir, "work")), view])
         self._overlay = view
         return view
 

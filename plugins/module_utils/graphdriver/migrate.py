@@ -22,7 +22,6 @@ migration back (which finds every layer already there and only sets
 part-way removes the target layers this run added.
 """
 
-import json
 import os
 import shutil
 import time
