@@ -19,7 +19,6 @@ def onto_containerd(data_root, source, params, check_mode, progress=None):
         if not done.changed:
             commands = []
     result = done.as_dict()
-    result.update(images=plan.images, containers_to_copy=plan.containers_to_copy)
     return (plan.changed if check_mode else done.changed), result, commands
 
 

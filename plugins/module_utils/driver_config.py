@@ -18,7 +18,7 @@ import os
 from ansible_collections.strata.graphdriver.plugins.module_utils import all_drivers  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.strata.graphdriver.plugins.module_utils import daemon_json, engine_api
 from ansible_collections.strata.graphdriver.plugins.module_utils.host_report import storage_opts_dict
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import selection, to_containerd
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import containerd, selection, to_containerd
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.engine import EngineRunning
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
 
@@ -95,7 +95,7 @@ def plan(name, storage_opts=None, data_root=None, path=daemon_json.DEFAULT_PATH,
     if was_containerd and not force and _containerd_holds_images(root):
         raise Refused("turning the containerd image store off would hide the images it keeps under %s: "
                       "set force: true to switch anyway (a rollback of strata.graphdriver.driver_migration "
-                      "to containerd does so)" % to_containerd.c8d.root_of(root))
+                      "to containerd does so)" % containerd.root_of(root))
     if name in SNAPSHOTTER_ONLY:
         raise Refused("%s is a containerd snapshotter: declare it with image_store: containerd" % name)
     # configured=None: what Docker would do on its own is what 'auto' means.
@@ -129,25 +129,21 @@ def plan(name, storage_opts=None, data_root=None, path=daemon_json.DEFAULT_PATH,
     return Plan(path, before, after, driver, report, running)
 
 
-# Each snapshotter of Docker's containerd store, and the graphdriver whose
-# support check on this host stands for its own (the same kernel feature).
-SNAPSHOTTERS = {"overlayfs": "overlay2", "native": "vfs", "btrfs": "btrfs", "zfs": "zfs",
-                "fuse-overlayfs": "fuse-overlayfs"}
 SNAPSHOTTER_ONLY = ("native", "overlayfs")
 CONTAINERD_STORE_SINCE = 24     # features.containerd-snapshotter came with Engine 24.0
 
 
 def _containerd_plan(name, opts, root, path, before, running, version, force, was_containerd):
     snapshotter = to_containerd.DEFAULT_SNAPSHOTTER if name == "auto" else name
-    if snapshotter not in SNAPSHOTTERS:
+    if snapshotter not in to_containerd.SNAPSHOTTERS:
         raise Refused("with the containerd image store, name is a snapshotter (%s) or auto, not the "
-                      "graphdriver %s" % (", ".join(sorted(SNAPSHOTTERS)), name))
+                      "graphdriver %s" % (", ".join(sorted(to_containerd.SNAPSHOTTERS)), name))
     major = _major(version)
     if major is not None and major < CONTAINERD_STORE_SINCE:
         raise Refused("Engine %s has no containerd image store (features.containerd-snapshotter came with "
                       "Engine 24.0)" % version)
     report = selection.driver_report(root, engine_version=version, configured=None, options=opts)
-    status = (report.get("drivers") or {}).get(SNAPSHOTTERS[snapshotter]) or {}
+    status = (report.get("drivers") or {}).get(to_containerd.SNAPSHOTTERS[snapshotter]) or {}
     if not status.get("supported"):
         raise Refused("snapshotter %s cannot run on this host with data-root %s (backing filesystem %s): %s"
                       % (snapshotter, root, report.get("backing_fs"), status.get("reason")))
@@ -193,7 +189,7 @@ def _hidden_by_containerd(root):
 def _containerd_holds_images(root):
     """Content blobs in the data-root's containerd: only its image store
     writes them (Engine 20.10-23 use containerd for containers alone)."""
-    blobs = os.path.join(to_containerd.c8d.root_of(root), "io.containerd.content.v1.content", "blobs", "sha256")
+    blobs = os.path.join(containerd.root_of(root), "io.containerd.content.v1.content", "blobs", "sha256")
     try:
         return bool(os.listdir(blobs))
     except OSError:

@@ -38,7 +38,10 @@ from .progress import Progress
 from . import tarsplit
 
 TARGET = "containerd"
-SNAPSHOTTERS = ("overlayfs", "native", "btrfs", "zfs", "fuse-overlayfs")
+# Each snapshotter Docker's containerd store runs on, and the graphdriver
+# whose support check on a host stands for its own (the same kernel feature).
+SNAPSHOTTERS = {"overlayfs": "overlay2", "native": "vfs", "btrfs": "btrfs", "zfs": "zfs",
+                "fuse-overlayfs": "fuse-overlayfs"}
 DEFAULT_SNAPSHOTTER = "overlayfs"    # moby daemon/containerd: DefaultSnapshotter
 # Untagged images get this name while ctr imports them, then the name
 # Docker gives an untagged image (moby daemon/containerd/soft_delete.go).
