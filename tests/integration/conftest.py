@@ -14,6 +14,7 @@ import pytest
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import registered
 from tests.support import dockerd as dockerd_support
 from tests.support import images
+from tests.support.skips import reason_of
 
 
 @pytest.fixture(scope="session")
@@ -51,22 +52,13 @@ def _driver_of(report):
     return "(other)"
 
 
-def _reason(report):
-    longrepr = report.longrepr
-    if isinstance(longrepr, tuple) and len(longrepr) == 3:
-        reason = longrepr[2]
-    else:
-        reason = str(longrepr)
-    return reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
-
-
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     skipped = terminalreporter.stats.get("skipped", [])
     if not skipped:
         return
     by_driver = collections.defaultdict(collections.Counter)
     for report in skipped:
-        by_driver[_driver_of(report)][_reason(report)] += 1
+        by_driver[_driver_of(report)][reason_of(report)] += 1
     terminalreporter.section("skips per driver")
     for name in sorted(by_driver):
         total = sum(by_driver[name].values())
