@@ -45,10 +45,12 @@ def register(cls):
 SOURCES_ONLY = ("aufs", "overlay")
 
 
-def registered():
-    """Every driver name the library offers, usable on this host or not
-    (``new`` also opens the SOURCES_ONLY ones)."""
-    return sorted(n for n in _MODULES if n not in SOURCES_ONLY)
+def registered(sources=False):
+    """Every driver name the library offers, usable on this host or not;
+    with ``sources`` also the SOURCES_ONLY ones (``new`` opens them too).
+    The one list of driver names: selection, the modules' choices and the
+    data-root's state scans all ask here."""
+    return sorted(n for n in _MODULES if sources or n not in SOURCES_ONLY)
 
 
 def driver_class(name):
@@ -93,6 +95,37 @@ def check_id(layer_id):
     return layer_id
 
 
+def _os_errors_as_driver_errors(fn):
+    """No bare OSError escapes the API (DESIGN): it becomes a GraphDriverError
+    naming the driver, the call, the layer and the path."""
+    if getattr(fn, "__wraps_os_errors__", False):
+        return fn
+
+    @functools.wraps(fn)
+    def wrapped(self, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except OSError as e:
+            where = ": %s" % e.filename if e.filename else ""
+            if getattr(e, "filename2", None):
+                where += " -> %s" % e.filename2
+            if fn.__name__ == "__init__":
+                raise GraphDriverError("%s at %s: cannot initialise: %s%s" % (
+                    self.name, os.path.abspath(args[0] if args else kwargs["home"]),
+                    e.strerror or e, where)) from e
+            layer = args[0] if args else kwargs.get("id")
+            prefix = "%s: layer %s" % (self.name, layer) if layer else "%s at %s" % (self.name, self.home)
+            raise GraphDriverError("%s: %s: %s%s" % (prefix, fn.__name__, e.strerror or e, where)) from e
+    wrapped.__wraps_os_errors__ = True
+    return wrapped
+
+
+def _contract_methods():
+    """The API every driver implements: Driver's own public methods."""
+    return tuple(name for name, value in vars(Driver).items()
+                 if callable(value) and not name.startswith("_"))
+
+
 def _refused_when_read_only(fn):
     @functools.wraps(fn)
     def guarded(self, *args, **kwargs):
@@ -122,11 +155,17 @@ class Driver(object):
         self.read_only = read_only
 
     def __init_subclass__(cls, **kwargs):
+        # Every driver gets the same guards, derived from the contract: no
+        # driver lists them, and a method added to Driver is covered too.
         super().__init_subclass__(**kwargs)
         for name in cls.WRITES:
             fn = cls.__dict__.get(name)
             if fn is not None:
                 setattr(cls, name, _refused_when_read_only(fn))
+        for name in _contract_methods() + ("__init__",):
+            fn = cls.__dict__.get(name)
+            if fn is not None:
+                setattr(cls, name, _os_errors_as_driver_errors(fn))
 
     def engine_refusal(self):
         """Why Docker Engine would not run this driver here although this

@@ -1,4 +1,7 @@
-"""Is a Docker engine using this data-root? Writers must ask before touching it.
+"""The Docker engine of this host: is one running on a data-root, what does
+the running one report, which version is installed.
+
+Writers must ask before touching a data-root.
 
 dockerd keeps its layer and image stores in memory and rewrites them at will;
 files changed under a running engine are lost or corrupt its view. So every
@@ -11,13 +14,18 @@ since any one alone can be missing or stale:
 - a pid file (``<exec-root>/docker.pid``, default ``/var/run/docker.pid``)
   naming a live dockerd;
 - a socket that answers ``GET /info`` with ``DockerRootDir`` equal to it.
+
+The Engine API is spoken over its unix socket with the standard library
+only, so that a managed host needs neither the docker CLI nor the Docker SDK.
 """
 
 import http.client
 import json
 import os
+import re
 import socket
 
+from .command import Command
 from .errors import GraphDriverError
 
 DEFAULT_DATA_ROOT = "/var/lib/docker"
@@ -25,6 +33,11 @@ DEFAULT_EXEC_ROOT = "/var/run/docker"
 DEFAULT_PIDFILE = "/var/run/docker.pid"
 DEFAULT_SOCKET = "/var/run/docker.sock"
 DEFAULT_CONFIG = "/etc/docker/daemon.json"
+DEFAULT_HOST = "unix://" + DEFAULT_SOCKET
+
+# Engine 29 makes the containerd image store the default on fresh installs:
+# layers then live in containerd snapshotters, not in a graphdriver home.
+CONTAINERD_STORE_DEFAULT_SINCE = (29, 0)
 
 
 class EngineRunning(GraphDriverError):
@@ -128,17 +141,96 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
 def socket_root_dir(path, timeout=2.0):
     """DockerRootDir reported by the engine on socket ``path``; None if none answers."""
-    conn = UnixHTTPConnection(path, timeout)
     try:
-        conn.request("GET", "/info")
-        resp = conn.getresponse()
-        if resp.status != 200:
-            return None
-        return json.loads(resp.read().decode("utf-8")).get("DockerRootDir")
-    except (OSError, ValueError, http.client.HTTPException):
+        return Engine(path, timeout).info().get("DockerRootDir")
+    except EngineAPIError:
         return None
-    finally:
-        conn.close()
+
+
+class EngineAPIError(GraphDriverError):
+    pass
+
+
+def socket_path(docker_host):
+    """'unix:///run/x.sock' or '/run/x.sock' -> '/run/x.sock'."""
+    if docker_host.startswith("unix://"):
+        return docker_host[len("unix://"):]
+    if docker_host.startswith("/"):
+        return docker_host
+    raise EngineAPIError("docker_host %r: only unix:// sockets are supported "
+                         "(the engine of the managed host itself)" % docker_host)
+
+
+class Engine(object):
+    """The Engine API on ``docker_host`` (``unix://`` or a socket path)."""
+
+    def __init__(self, docker_host=DEFAULT_HOST, timeout=10):
+        self.docker_host = docker_host
+        self.path = socket_path(docker_host)
+        self.timeout = timeout
+
+    def get(self, endpoint):
+        """GET ``endpoint`` and decode its JSON; EngineAPIError when unreachable."""
+        conn = UnixHTTPConnection(self.path, self.timeout)
+        try:
+            conn.request("GET", endpoint, headers={"Host": "docker"})
+            resp = conn.getresponse()
+            body = resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise EngineAPIError("no Docker engine answers on %s (%s)" % (self.docker_host, e))
+        finally:
+            conn.close()
+        if resp.status != 200:
+            raise EngineAPIError("GET %s on %s: HTTP %s %s" % (
+                endpoint, self.docker_host, resp.status, body[:200].decode("utf-8", "replace")))
+        try:
+            return json.loads(body.decode("utf-8"))
+        except ValueError as e:
+            raise EngineAPIError("GET %s on %s: invalid JSON (%s)" % (endpoint, self.docker_host, e))
+
+    def info(self):
+        return self.get("/info")
+
+    def version(self):
+        return self.get("/version")
+
+
+def running_engine(docker_host=DEFAULT_HOST):
+    """What the running engine reports, or None when no engine answers.
+
+    Keys: docker_host, version, api_version, driver, driver_status (dict),
+    data_root, containerd_store (bool: the engine keeps images in containerd).
+    """
+    api = Engine(docker_host)
+    try:
+        info = api.info()
+        version = api.version()
+    except EngineAPIError:
+        return None
+    status = dict((k, v) for k, v in (info.get("DriverStatus") or []))
+    return {
+        "docker_host": docker_host,
+        "version": version.get("Version"),
+        "api_version": version.get("ApiVersion"),
+        "driver": info.get("Driver"),
+        "driver_status": status,
+        "data_root": info.get("DockerRootDir"),
+        # The containerd store reports driver-type io.containerd.snapshotter.v1.
+        "containerd_store": status.get("driver-type", "").startswith("io.containerd.snapshotter"),
+    }
+
+
+_VERSION_RE = re.compile(r"version\s+v?([0-9]+\.[0-9]+[0-9A-Za-z.+~-]*)")
+
+
+def installed_version(dockerd="dockerd"):
+    """'20.10.24+dfsg1' from ``dockerd --version``, or None when not installed."""
+    try:
+        out = Command(dockerd, "--version").run(timeout=30)
+    except GraphDriverError:
+        return None
+    m = _VERSION_RE.search(out)
+    return m.group(1).rstrip(",") if m else None
 
 
 def running_evidence(data_root, exec_root=None, pidfile=None, sockets=None):

@@ -29,6 +29,7 @@ import shutil
 import tempfile
 
 from . import engine, tarsplit
+from .dataroot import DataRoot
 from .archive import ChunkStream
 from .errors import ArchiveError, GraphDriverError, LayerNotFound
 from .fileutil import fsync_dir, locked, makedirs, remove_tree
@@ -212,7 +213,7 @@ class LayerStore(object):
         self.data_root = os.path.abspath(data_root)
         self.driver = driver
         self.engine_version = engine_version
-        self.root = os.path.join(self.data_root, "image", driver.name, "layerdb")
+        self.root = DataRoot(self.data_root).layerdb(driver.name)
         self.check_engine = check_engine
         makedirs(self.root, 0o700)
         key = hashlib.sha256(self.root.encode()).hexdigest()[:16]

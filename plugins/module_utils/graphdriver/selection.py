@@ -21,13 +21,11 @@ or device is made to find out.
 import os
 
 from .backingfs import fs_name, nearest_existing
+from .dataroot import DataRoot
 from .driver import check_support, registered
 from .errors import GraphDriverError, NotSupported
 from .overlayutils import supports_d_type as _supports_d_type
 from .priority import parse_version, priority
-
-VFS = "vfs"
-
 
 def _refusal_texts(engine_version):
     """Docker's own words for its two refusals, which changed at 23.0
@@ -60,26 +58,10 @@ def _d_type_or_none(path):
         return None
 
 
-def _non_empty_dir(path):
-    # Docker's scanPriorDrivers: the path exists (os.Stat) and isEmptyDir is
-    # false, which it is for anything Readdirnames cannot read as an empty
-    # directory: an unreadable directory, and a file too.
-    try:
-        with os.scandir(path) as it:
-            for entry in it:
-                return True
-        return False
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True
-
-
 def prior_drivers(data_root, order):
     """Drivers of ``order`` (but vfs) with a non-empty ``<data_root>/<name>``,
     in ``order``'s order (Docker's scanPriorDrivers)."""
-    return [name for name in order
-            if name != VFS and _non_empty_dir(os.path.join(data_root, name))]
+    return DataRoot(data_root).prior_state(order)
 
 
 def _try_driver(name, home, options=None):
@@ -131,14 +113,14 @@ def driver_report(data_root, engine_version=None, configured=None, options=None)
     "reason"}} for every registered driver), ``prior_state``, ``pick``,
     ``pick_reason`` and ``error``.
     """
-    data_root = os.path.abspath(data_root)
+    root = DataRoot(data_root)
+    data_root = root.path
     order = priority(engine_version)
     results = {}
     for name in registered():
-        supported, reason, fatal = _try_driver(name, os.path.join(data_root, name),
-                                               options_for(name, options, configured))
+        supported, reason, fatal = _try_driver(name, root.home(name), options_for(name, options, configured))
         results[name] = {"supported": supported, "reason": reason, "fatal": fatal}
-    prior = prior_drivers(data_root, order)
+    prior = root.prior_state(order)
     # Docker lists every registered driver with state in the error, but only
     # the ones it was built with: those are exactly its priority list.
     report = {
@@ -189,7 +171,7 @@ def pick(data_root, order, results, prior, configured=None, engine_version=None)
             return None, "", ("%s contains several valid graphdrivers: %s; %s or "
                               "explicitly choose storage driver (-s <DRIVER>)"
                               % (data_root, ", ".join(prior), cleanup))
-        return name, "prior state in %s" % os.path.join(data_root, name), None
+        return name, "prior state in %s" % DataRoot(data_root).home(name), None
 
     skipped = []
     for name in order:
