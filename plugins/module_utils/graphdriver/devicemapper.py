@@ -866,17 +866,17 @@ class DeviceMapperDriver(NaiveDiffDriver):
 
     def put(self, id):
         mnt = self.mount_dir(id)
-        with self._locked(), self._refs.transaction(id) as count:
-            if count.value > 1:
-                count.value -= 1
-                return
-            count.value = 0
+
+        def release():
             if is_mountpoint(mnt):
                 unmount(mnt, 0)
             info = self.lookup(id)
             if info is not None:
                 self._deactivate(info)
             # Docker leaves the empty mountpoint; Remove deletes it.
+        with self._locked():
+            if not self._refs.put(id, release):
+                return
         if self.read_only:
             with self._locked():
                 self._release_pool()

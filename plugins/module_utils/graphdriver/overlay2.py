@@ -27,6 +27,7 @@ import threading
 from . import archive
 from . import projectquota
 from .backingfs import fs_name, nearest_existing
+from .changes import NeedsKernel, upper_changes
 from .apierrors import os_errors_as_driver_errors
 from .driver import check_id, register
 from .errors import GraphDriverError, LayerExists, LayerNotFound, NotSupported, QuotaError
@@ -326,16 +327,14 @@ class Overlay2Driver(NaiveDiffDriver):
         if not os.path.exists(os.path.join(path, LOWER_FILE)):
             return               # base layer or missing: nothing was mounted
         merged = os.path.join(path, MERGED_DIR)
-        with self._refs.transaction(id) as count:
-            if count.value > 1:
-                count.value -= 1
-                return
-            count.value = 0
+
+        def release():
             if self._is_mounted(merged):
                 self._unmount(merged)
             # rmdir also drops the mount in other mount namespaces
             with contextlib.suppress(OSError):
                 os.rmdir(merged)
+        self._refs.put(id, release)
 
     def status(self):
         return [
@@ -479,6 +478,13 @@ class Overlay2Driver(NaiveDiffDriver):
             return super().diff_size(id, parent)
         return directory_size(self._diff_path(id))
 
-    # changes(): the naive walk, as Docker since 18.09 (moby ac5d363e:
-    # "The archive changes function is not implemented correctly to handle
-    # opaque directories").
+    def changes(self, id, parent=None):
+        # Docker walks both mounts since 18.09 (moby ac5d363e: its
+        # OverlayChanges reported opaque directories wrongly). Where the
+        # native diff is safe the upper dir tells the same in O(changed)
+        # (upper_changes reads it by the walk's rules, as containers/storage
+        # reads it); redirect or metacopy xattrs leave the walk.
+        if self._native(id, parent):
+            with contextlib.suppress(NeedsKernel):
+                return upper_changes(self._diff_path(id), self._lower_dirs(id))
+        return super().changes(id, parent)

@@ -54,6 +54,21 @@ class RefCounter(object):
             else:
                 atomic_write(self._path(layer_id), str(c.value), 0o600)
 
+    def put(self, layer_id, release):
+        """Driver.put's count-down: one user fewer; the last one calls
+        ``release()`` (unmount, deactivate) under the layer's lock.
+
+        If ``release`` raises, the count stays as it was, so a later put
+        tries again. Returns True when ``release`` ran.
+        """
+        with self.transaction(layer_id) as count:
+            if count.value > 1:
+                count.value -= 1
+                return False
+            count.value = 0
+            release()
+            return True
+
     def active(self):
         """Layer ids with a count above zero."""
         try:

@@ -366,15 +366,13 @@ class ZfsDriver(NaiveDiffDriver):
     def put(self, id):
         check_id(id)
         target = self.mount_path(id)
-        with self.refs.transaction(id) as count:
-            if count.value > 1:
-                count.value -= 1
-                return
-            count.value = 0
+
+        def release():
             if mountlib.is_mountpoint(target):
                 self._unmount(id)
             with contextlib.suppress(OSError):
                 os.rmdir(target)
+        self.refs.put(id, release)
 
     def _mount(self, layer_id, target, mount_label):
         name = self.zfs_path(layer_id)
