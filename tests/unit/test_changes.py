@@ -6,7 +6,8 @@ import shutil
 import pytest
 
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.changes import (
-    aufs_changes, changes_dirs, changes_size, overlay_changes)
+    NeedsKernel, Union, aufs_changes, changes_dirs, changes_size, overlay_changes,
+    union_changes, upper_changes)
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.driver import Change
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import (
     GraphDriverError)
@@ -178,3 +179,53 @@ def test_overlay_changes(tmp_path):
     # Docker reports an opaque directory as deleted, then its new content.
     assert got == [("C", "/etc"), ("D", "/etc/group"), ("C", "/etc/passwd"), ("A", "/new"),
                    ("D", "/opq"), ("A", "/opq/fresh")]
+
+
+def _overlay_layers(tmp_path):
+    """Two lowers (the nearer one with a whiteout and an opaque dir) and an
+    upper with every kind of change, as overlay writes them."""
+    t = 10 ** 18
+    low, mid, up = tmp_path / "low", tmp_path / "mid", tmp_path / "up"
+    for rel in ("etc/passwd", "etc/group", "etc/same", "opq/old", "opq/sub/deep", "var/a",
+                "var/sub/b", "was-dir/x", "hidden/h"):
+        write(str(low / rel), rel.encode(), t)
+    os.makedirs(str(mid / "var"))
+    os.mknod(str(mid / "hidden"), 0o20000, 0)            # mid deleted hidden/
+    write(str(mid / "var" / "mid"), b"m", t)
+    write(str(up / "etc" / "passwd"), b"changed", t)      # content
+    write(str(up / "etc" / "same"), b"etc/same", t)       # copied up, unchanged
+    os.chmod(str(up / "etc"), 0o700)                      # dir metadata
+    os.mknod(str(up / "etc" / "group"), 0o20000, 0)       # deleted
+    os.mknod(str(up / "etc" / "never-was"), 0o20000, 0)   # whiteout of nothing
+    write(str(up / "opq" / "sub" / "new"), b"n", t)
+    os.setxattr(str(up / "opq"), "trusted.overlay.opaque", b"y")
+    write(str(up / "was-dir"), b"file now", t)
+    write(str(up / "hidden" / "again"), b"a", t)          # over mid's whiteout
+    write(str(up / "brand" / "new" / "f"), b"f", t)
+    os.mknod(str(up / "brand" / "wh"), 0o20000, 0)        # hidden in a new dir
+    os.makedirs(str(up / "var" / "sub"))                  # a parent, only
+    os.utime(str(up / "var"), ns=(t, t))
+    return str(up), [str(mid), str(low)]
+
+
+@pytest.mark.skipif(not ROOT, reason="overlay whiteouts are character devices: mknod needs root")
+def test_upper_changes_equal_the_union_walk(tmp_path):
+    """upper_changes (the upper dir alone) against union_changes, which walks
+    the whole of both trees as the kernel would show them."""
+    upper, lowers = _overlay_layers(tmp_path)
+    got = pairs(upper_changes(upper, lowers))
+    assert got == pairs(union_changes(Union([upper] + lowers), Union(lowers)))
+    assert got == [("A", "/brand"), ("A", "/brand/new"), ("A", "/brand/new/f"),
+                   ("C", "/etc"), ("D", "/etc/group"), ("C", "/etc/passwd"),
+                   ("A", "/hidden"), ("A", "/hidden/again"),
+                   ("C", "/opq"), ("D", "/opq/old"), ("C", "/opq/sub"), ("D", "/opq/sub/deep"),
+                   ("A", "/opq/sub/new"), ("C", "/was-dir")]
+
+
+@pytest.mark.skipif(not ROOT, reason="overlay xattrs are trusted.*: setting them needs root")
+def test_upper_changes_refuse_redirects(tmp_path):
+    upper, lowers = _overlay_layers(tmp_path)
+    os.makedirs(os.path.join(upper, "moved"))
+    os.setxattr(os.path.join(upper, "moved"), "trusted.overlay.redirect", b"/var")
+    with pytest.raises(NeedsKernel):
+        upper_changes(upper, lowers)
