@@ -3,6 +3,7 @@
 import io
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -428,3 +429,169 @@ def test_native_diff_only_against_the_direct_parent(drv, home):
     assert [n for n in _tar_names(drv.diff("C", "A")) if n != "."] == [".wh.a", "b", "c"]
     assert drv.diff_size("C", "B") == 1
     assert overlay_mount(os.path.join(home, "C", "merged")) is None
+
+
+# --- changes(): the upper directory read against the naive walk -----------
+
+def _write(path, data, mtime=None):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    if mtime is not None:
+        os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
+
+
+def _base_tree(root):
+    """Files that come from tars (whole-second mtimes), as layers do."""
+    t = 1600000000 * 10 ** 9
+    for rel in ("etc/hostname", "etc/keep", "etc/mode", "etc/owner", "etc/touched",
+                "etc/gone", "bin/tool", "bin/capped", "var/dir/a", "var/dir/sub/b",
+                "var/opaque/x", "var/opaque/sub/y", "var/renamed/r1", "var/renamed/deep/r2",
+                "var/file-to-dir", "usr/share/doc/d1", "usr/share/doc/d2"):
+        _write(os.path.join(root, rel), rel.encode(), t)
+    os.mkdir(os.path.join(root, "var", "dir-to-file"))
+    _write(os.path.join(root, "var", "dir-to-file", "z"), b"z", t)
+    os.symlink("hostname", os.path.join(root, "etc", "link"))
+    os.link(os.path.join(root, "bin", "tool"), os.path.join(root, "bin", "tool-hardlink"))
+
+
+def _change_tree(root):
+    """Every kind of change, made through the mounted layer as a container
+    makes it: overlay copies up, whites out and makes opaque directories."""
+    _write(os.path.join(root, "etc", "hostname"), b"changed")
+    os.chmod(os.path.join(root, "etc", "mode"), 0o600)                 # metadata only
+    os.chown(os.path.join(root, "etc", "owner"), 1000, 1000)           # metadata only
+    os.utime(os.path.join(root, "etc", "touched"), ns=(10 ** 18, 10 ** 18))
+    os.unlink(os.path.join(root, "etc", "gone"))                       # whiteout
+    shutil.rmtree(os.path.join(root, "var", "opaque"))                 # then made again:
+    _write(os.path.join(root, "var", "opaque", "new"), b"n")           # an opaque dir
+    shutil.move(os.path.join(root, "var", "renamed"), os.path.join(root, "var", "moved"))
+    os.unlink(os.path.join(root, "var", "file-to-dir"))
+    _write(os.path.join(root, "var", "file-to-dir", "inside"), b"i")
+    shutil.rmtree(os.path.join(root, "var", "dir-to-file"))
+    _write(os.path.join(root, "var", "dir-to-file"), b"now a file")
+    os.link(os.path.join(root, "bin", "tool"), os.path.join(root, "bin", "new-hardlink"))
+    os.symlink("/nowhere", os.path.join(root, "etc", "new-link"))
+    os.unlink(os.path.join(root, "etc", "link"))
+    os.symlink("keep", os.path.join(root, "etc", "link"))
+    _write(os.path.join(root, "new", "deep", "file"), b"f")
+    os.setxattr(os.path.join(root, "bin", "capped"), "security.capability",
+                b"\x01\x00\x00\x02\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00")
+    shutil.rmtree(os.path.join(root, "usr", "share", "doc"))           # a whole dir away
+
+
+def _naive(drv, id, parent):
+    return [(c.kind, c.path) for c in ov.NaiveDiffDriver.changes(drv, id, parent)]
+
+
+def _native(drv, id, parent):
+    assert drv._native(id, parent)
+    return [(c.kind, c.path) for c in drv.changes(id, parent)]
+
+
+@pytest.fixture
+def native_drv(drv):
+    if drv.naive_diff_reason() is not None:
+        pytest.skip("this kernel forces the naive diff: %s" % drv.naive_diff_reason())
+    return drv
+
+
+def test_changes_from_the_upper_dir_equal_the_naive_walk(native_drv, home):
+    drv = native_drv
+    drv.create("A")
+    _base_tree(drv.get("A"))
+    drv.put("A")
+    drv.create("B", "A")
+    _change_tree(drv.get("B"))
+    drv.put("B")
+    upper = os.path.join(home, "B", "diff")
+    # the upper dir holds what the test means to exercise
+    assert stat.S_ISCHR(os.lstat(os.path.join(upper, "etc", "gone")).st_mode)
+    assert os.getxattr(os.path.join(upper, "var", "opaque"), "trusted.overlay.opaque") == b"y"
+    naive = _naive(drv, "B", "A")
+    assert _native(drv, "B", "A") == naive
+    kinds = dict((p, k) for k, p in naive)
+    assert kinds["/etc/gone"] == "D" and kinds["/var/renamed"] == "D"
+    assert kinds["/etc/mode"] == kinds["/etc/owner"] == kinds["/etc/touched"] == "C"
+    assert kinds["/var/opaque/x"] == "D" and kinds["/var/opaque/new"] == "A"
+    assert kinds["/var/moved/deep/r2"] == "A" and kinds["/bin/new-hardlink"] == "A"
+    assert kinds["/bin/capped"] == "C" and "/etc/keep" not in kinds
+    # a third layer over two (whiteouts and opaque dirs now in the lowers)
+    drv.create_read_write("C", "B")
+    top = drv.get("C")
+    _write(os.path.join(top, "var", "opaque", "sub", "y"), b"back")    # under B's opaque dir
+    _write(os.path.join(top, "etc", "gone"), b"back again")            # over B's whiteout
+    shutil.rmtree(os.path.join(top, "var", "dir"))
+    os.chmod(os.path.join(top, "var", "moved"), 0o700)
+    drv.put("C")
+    assert _native(drv, "C", "B") == _naive(drv, "C", "B")
+    assert ("A", "/etc/gone") in _naive(drv, "C", "B")
+    # and against a grandparent the walk answers (not the direct parent)
+    assert not drv._native("C", "A")
+
+
+def test_changes_of_an_applied_layer_equal_the_naive_walk(native_drv, home, tmp_path):
+    drv = native_drv
+    drv.create("A")
+    _base_tree(drv.get("A"))
+    drv.put("A")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, data in (("etc/.wh.gone", b""), ("var/opaque/.wh..wh..opq", b""),
+                           ("var/opaque/fresh", b"f"), ("var/dir/sub/.wh.b", b""),
+                           ("etc/hostname", b"from a tar"), ("newdir/.wh.nothing", b"")):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 1700000000
+            tf.addfile(info, io.BytesIO(data))
+    drv.create("B", "A")
+    drv.apply_diff("B", "A", io.BytesIO(buf.getvalue()))
+    assert _native(drv, "B", "A") == _naive(drv, "B", "A")
+
+
+def test_redirect_xattr_leaves_changes_to_the_walk(native_drv, home):
+    """An upper dir written with redirect_dir on: the kernel follows the
+    redirect, reading the directory cannot, so the mounts are walked."""
+    drv = native_drv
+    drv.create("A")
+    _base_tree(drv.get("A"))
+    drv.put("A")
+    drv.create("B", "A")
+    b = os.path.join(home, "B")
+    merged = os.path.join(b, "merged")
+    os.mkdir(merged)
+    ov.mount("overlay", merged, "overlay", 0, "redirect_dir=on,lowerdir=%s,upperdir=%s,workdir=%s"
+             % (os.path.join(home, "A", "diff"), os.path.join(b, "diff"), os.path.join(b, "work")))
+    try:
+        os.rename(os.path.join(merged, "var", "renamed"), os.path.join(merged, "var", "moved"))
+    finally:
+        ov.unmount(merged, 0)
+        os.rmdir(merged)
+    moved = os.path.join(b, "diff", "var", "moved")
+    assert os.getxattr(moved, "trusted.overlay.redirect")       # the kernel wrote one
+    assert not os.path.exists(os.path.join(moved, "deep"))      # and no copy
+    naive = _naive(drv, "B", "A")
+    assert ("A", "/var/moved/deep/r2") in naive       # the kernel's view, followed
+    assert [(c.kind, c.path) for c in drv.changes("B", "A")] == naive
+
+
+def _times(path):
+    st = os.stat(path)
+    return st.st_mtime_ns, sorted(os.listdir(path))   # reading it moves atime
+
+
+def test_support_and_native_diff_probes_leave_the_home_as_it_was(drv, home, tmp_path):
+    """Check mode opens drivers read-only: their probes (the test mount,
+    d_type, the native-diff mounts) must leave the data-root untouched."""
+    parent = os.path.dirname(home)
+    before = (_times(home), _times(parent), [m.mountpoint for m in mounts()])
+    ov._native_diff_cache.clear()
+    ro = new(DRIVER, home, read_only=True)
+    status = dict(ro.status())
+    assert status["Native Overlay Diff"] in ("true", "false")
+    assert (_times(home), _times(parent), [m.mountpoint for m in mounts()]) == before
+    # a home that does not exist yet is probed in its nearest parent
+    missing = os.path.join(str(tmp_path), "no", "home")
+    before = _times(str(tmp_path))
+    ro = new(DRIVER, missing, read_only=True)
+    ro.status()
+    assert _times(str(tmp_path)) == before and not os.path.exists(os.path.dirname(missing))

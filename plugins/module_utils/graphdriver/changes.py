@@ -80,6 +80,14 @@ def _stat_different(o, n):
     return False
 
 
+def _exists(path):
+    try:
+        os.lstat(path)
+        return True
+    except FileNotFoundError:
+        return False
+
+
 class _Walker(object):
 
     def __init__(self, new_root, old_root):
@@ -92,6 +100,12 @@ class _Walker(object):
         out = self.out
         with os.scandir(npath) as it:
             for e in it:
+                if not (e.is_file(follow_symlinks=False) or e.is_dir(follow_symlinks=False)
+                        or e.is_symlink()) and not _exists(e.path):
+                    # Docker lstats every name: overlay lists the whiteouts
+                    # of a directory that is only in the upper layer, but
+                    # does not find them
+                    continue
                 crel = rel + "/" + e.name
                 out.append((crel, ADD))
                 if e.is_dir(follow_symlinks=False):

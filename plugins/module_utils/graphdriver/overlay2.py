@@ -430,7 +430,9 @@ class Overlay2Driver(NaiveDiffDriver):
     def _use_naive_diff(self):
         with _native_diff_lock:
             if self.home not in _native_diff_cache:
-                _native_diff_cache[self.home] = native_diff_problem(self.home)
+                # a read-only driver may have no home yet: probe where it would be
+                testdir = self.home if os.path.isdir(self.home) else nearest_existing(self.home)
+                _native_diff_cache[self.home] = native_diff_problem(testdir)
             return _native_diff_cache[self.home] is not None
 
     def naive_diff_reason(self):

@@ -180,11 +180,20 @@ def native_diff_problem(home):
     Two kernel behaviours break a tar of the upper dir: an opaque flag
     copied up with its directory (fixed in 4.8), and redirect_dir, where a
     renamed directory is an xattr pointing to its old name rather than a
-    full copy.
+    full copy. Like the support checks, it leaves ``home``'s times as
+    they were (check mode, a read-only source).
     """
     if running_in_userns():
         return "running in a user namespace"
-    td = tempfile.mkdtemp(prefix="opaque-bug-check", dir=home)
+    with _times_kept(home):
+        return _native_diff_probe(home)
+
+
+def _native_diff_probe(home):
+    try:
+        td = tempfile.mkdtemp(prefix="opaque-bug-check", dir=home)
+    except OSError as e:
+        return "cannot create a check directory in %s: %s" % (home, e.strerror)
     try:
         for d in ("l1/d", "l1/d1", "l2/d"):
             os.makedirs(os.path.join(td, d), 0o755)
