@@ -1,43 +1,125 @@
 #!/usr/bin/env python3
-"""changes_dirs against a plain walk of both trees, side by side.
+"""overlay2 changes(): the naive walk, the upper-dir read, and a bare walk
+of the two trees, side by side.
 
-A 100,000-file tree (1,000 directories of 100 files) and a copy of it (a
-real copy: no shared inodes, so nothing is pruned) with 1% of the files
-modified. Times ``changes_dirs(new, old)`` and a plain ``os.walk`` +
-``os.lstat`` of every entry of both trees, interleaved over a few rounds;
-prints the median ratio. Data lives under /var/tmp and is deleted at the end.
+Two trees of about 60,000 entries each, as overlay2 layers (a base layer and
+a child) on a real overlay2 home under /var/tmp:
 
-    PYTHONPATH=.build python3 bench/changes.py [--files N] [--rounds N]
+* real: this host's /usr, its first entries in walk order (names, modes,
+  owners, mtimes, symlinks, hard links, sizes as they are; file contents
+  are sparse, since changes() reads none);
+* synthetic: 600 directories of 100 small files.
+
+1% of the regular files are then changed through the child's mount, as a
+container changes them (appended to: overlay copies them up), plus a few
+deletions (whiteouts) and new files. Each round times, interleaved:
+
+* naive: Docker's walk of both mounted trees (what overlay2's changes()
+  does when the native diff is off);
+* native: overlay2's changes() reading the child's upper dir;
+* bare: os.walk plus an lstat of every entry of both trees, nothing else;
+
+and prints wall and CPU medians and the ratios to the bare walk. The child
+stays mounted (one get() held) so that no round pays for mounting. Both
+answers are compared once: they must be equal. Everything is removed at
+the end.
+
+    .venv/bin/python bench/changes.py [--entries N] [--rounds N] [--only real|synthetic]
 """
 
 import argparse
 import os
 import shutil
+import stat
 import statistics
 import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), ".build"))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, ".build"))
 
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.changes import (  # noqa: E402,E501
-    changes_dirs)
-
-
-def make_tree(root, files, per_dir=100):
-    data = b"x" * 64
-    for i in range(files):
-        d = os.path.join(root, "dir-%04d" % (i // per_dir))
-        if i % per_dir == 0:
-            os.mkdir(d)
-        p = os.path.join(d, "file-%06d" % i)
-        with open(p, "wb") as f:
-            f.write(data)
-        os.utime(p, ns=(10 ** 18, 10 ** 18))
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import new  # noqa: E402
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.naive import (  # noqa: E402
+    NaiveDiffDriver)
 
 
-def plain_walk(*roots):
+def copy_real(src, dst, limit):
+    """The first ``limit`` entries of ``src``, metadata exact, contents sparse."""
+    n = 0
+    inodes = {}
+    for dirpath, dirnames, filenames in os.walk(src):
+        dirnames.sort()
+        rel = os.path.relpath(dirpath, src)
+        target_dir = os.path.normpath(os.path.join(dst, rel))
+        for name in sorted(filenames) + dirnames:
+            if n >= limit:
+                dirnames[:] = []
+                break
+            s, d = os.path.join(dirpath, name), os.path.join(target_dir, name)
+            st = os.lstat(s)
+            if stat.S_ISDIR(st.st_mode):
+                os.mkdir(d)
+            elif stat.S_ISLNK(st.st_mode):
+                os.symlink(os.readlink(s), d)
+            elif stat.S_ISREG(st.st_mode):
+                key = (st.st_dev, st.st_ino)
+                if st.st_nlink > 1 and key in inodes:
+                    os.link(inodes[key], d)
+                    n += 1
+                    continue
+                inodes[key] = d
+                with open(d, "wb") as f:
+                    f.truncate(st.st_size)
+            else:
+                continue
+            os.chown(d, st.st_uid, st.st_gid, follow_symlinks=False)
+            if not stat.S_ISLNK(st.st_mode):
+                os.chmod(d, stat.S_IMODE(st.st_mode))
+            os.utime(d, ns=(st.st_mtime_ns, st.st_mtime_ns), follow_symlinks=False)
+            n += 1
+        if n >= limit:
+            dirnames[:] = []
+    return n
+
+
+def make_synthetic(dst, entries, per_dir=100):
+    t = 10 ** 18
+    dirs = max(1, entries // (per_dir + 1))
+    for i in range(dirs):
+        d = os.path.join(dst, "dir-%04d" % i)
+        os.mkdir(d)
+        for j in range(per_dir):
+            p = os.path.join(d, "file-%03d" % j)
+            with open(p, "wb") as f:
+                f.write(b"x" * 64)
+            os.utime(p, ns=(t, t))
+    return dirs * (per_dir + 1)
+
+
+def change_one_percent(merged):
+    """Append to every 100th regular file; delete and add a few."""
+    regular = []
+    for dirpath, dirnames, filenames in os.walk(merged):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = os.path.join(dirpath, name)
+            if stat.S_ISREG(os.lstat(p).st_mode):
+                regular.append(p)
+    picked = regular[::100]
+    for i, p in enumerate(picked):
+        if i % 10 == 9:
+            os.unlink(p)                        # a whiteout
+            continue
+        with open(p, "ab") as f:
+            f.write(b"changed")
+        if i % 10 == 8:
+            with open(p + ".new", "wb") as f:   # an addition
+                f.write(b"new")
+    return len(picked)
+
+
+def bare_walk(*roots):
     n = 0
     for root in roots:
         for dirpath, dirnames, filenames in os.walk(root):
@@ -47,37 +129,61 @@ def plain_walk(*roots):
     return n
 
 
+def timed(fn, *args):
+    w, c = time.perf_counter(), time.process_time()
+    result = fn(*args)
+    return time.perf_counter() - w, time.process_time() - c, result
+
+
+def run(kind, work, entries, rounds):
+    home = os.path.join(work, kind, "overlay2")
+    drv = new("overlay2", home)
+    try:
+        drv.create("base")
+        base = drv.get("base")
+        count = copy_real("/usr", base, entries) if kind == "real" else make_synthetic(base, entries)
+        drv.put("base")
+        drv.create_read_write("child", "base")
+        merged = drv.get("child")             # held: no round pays for a mount
+        changed = change_one_percent(merged)
+        reason = drv.naive_diff_reason()
+        if reason is not None:
+            print("%s: native diff off on this kernel (%s): native is the naive walk" % (kind, reason))
+        naive = NaiveDiffDriver.changes(drv, "child", "base")
+        native = drv.changes("child", "base")
+        if native != naive:
+            raise SystemExit("%s: native and naive changes differ (%d vs %d entries)"
+                             % (kind, len(native), len(naive)))
+        times = {"naive": [], "native": [], "bare": []}
+        for dummy in range(rounds):
+            times["naive"].append(timed(NaiveDiffDriver.changes, drv, "child", "base")[:2])
+            times["native"].append(timed(drv.changes, "child", "base")[:2])
+            times["bare"].append(timed(bare_walk, merged, base)[:2])
+        med = {k: (statistics.median(w for w, c in v), statistics.median(c for w, c in v))
+               for k, v in times.items()}
+        print("%s: %d entries per tree, %d files changed, %d changes reported, %d rounds"
+              % (kind, count, changed, len(naive), rounds))
+        print("  %-8s %10s %10s %12s %12s" % ("", "wall s", "cpu s", "wall/bare", "cpu/bare"))
+        for k in ("naive", "native", "bare"):
+            print("  %-8s %10.4f %10.4f %12.3f %12.3f"
+                  % (k, med[k][0], med[k][1], med[k][0] / med["bare"][0],
+                     med[k][1] / max(med["bare"][1], 1e-9)))
+        drv.put("child")
+    finally:
+        drv.cleanup()
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--files", type=int, default=100000)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--entries", type=int, default=60000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--only", choices=("real", "synthetic"))
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="strata-bench-changes-", dir="/var/tmp")
     try:
-        old, new = os.path.join(work, "old"), os.path.join(work, "new")
-        os.mkdir(old)
-        make_tree(old, args.files)
-        shutil.copytree(old, new, copy_function=shutil.copy2)
-        modified = 0
-        for i in range(0, args.files, 100):          # 1% of the files
-            p = os.path.join(new, "dir-%04d" % (i // 100), "file-%06d" % i)
-            with open(p, "ab") as f:
-                f.write(b"changed")
-            modified += 1
-        expected = modified + args.files // 100      # each file and its directory
-        ratios = []
-        for r in range(args.rounds):
-            t = time.perf_counter()
-            changes = changes_dirs(new, old)
-            ours = time.perf_counter() - t
-            t = time.perf_counter()
-            plain_walk(new, old)
-            plain = time.perf_counter() - t
-            assert len(changes) == expected, (len(changes), expected)
-            ratios.append(ours / plain)
-            print("round %d: changes_dirs %.3fs (%d changes)  os.walk+lstat %.3fs  ratio %.2f"
-                  % (r + 1, ours, len(changes), plain, ours / plain))
-        print("median ratio changes_dirs / plain walk: %.2f" % statistics.median(ratios))
+        for kind in ("real", "synthetic"):
+            if args.only in (None, kind):
+                run(kind, work, args.entries, args.rounds)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
