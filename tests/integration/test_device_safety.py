@@ -3,13 +3,17 @@
 Every kind of thing a disk can hold ({dos, gpt, ext4, xfs, btrfs, swap, LVM
 PV, zfs member, partitions}) and every way it can be in use ({mounted, open
 exclusively}) x every writer (the backing_store role with xfs, ext4, btrfs
-and zfs; btrfs_filesystem; zfs_pool):
+and zfs; btrfs_filesystem; zfs_pool; thin_pool making a volume group, and
+growing one):
 
 - without force: refused with a message naming the device and what it
   holds, no traceback, nothing mounted, the image's bytes unchanged; the
   filesystem asked for is adopted instead (never formatted);
 - with force: what it holds is wiped and the writer proceeds; a device in
-  use is still refused, unchanged.
+  use is still refused, unchanged. thin_pool's pool needs device-mapper,
+  which this kernel lacks: here its forced run is checked on the devices in
+  use only (refused before any LVM command), and test_thin_pool's VM tests
+  make pools over wiped devices.
 
 One ansible-playbook run per writer and per force, one inventory host per
 kind, on real loop devices (tests/support/signatures.py).
@@ -41,7 +45,13 @@ WRITERS = {
     "role-zfs": ("role", None),
     "btrfs_filesystem": ("btrfs_filesystem", "btrfs"),
     "zfs_pool": ("zfs_pool", None),
+    "thin_pool": ("thin_pool", None),
+    "thin_pool-grow": ("thin_pool", None),
 }
+# The VM has no udev and the host's /etc/lvm is not ours to write: LVM
+# (and so thin_pool) reads this instead, from LVM_SYSTEM_DIR.
+LVM_CONF = ("activation { udev_sync = 0\n udev_rules = 0 }\n"
+            "devices { obtain_device_list_from_udev = 0 }\nbackup { backup = 0\n archive = 0 }\n")
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +71,11 @@ def templates(zfs_daemon, tmp_path_factory):
 
 def _tasks(writer, force):
     how, fstype = WRITERS[writer]
+    if how == "thin_pool":
+        # making a volume group of the device, or adding it to one that exists
+        devices = ["{{ grow_base }}", "{{ device }}"] if writer.endswith("-grow") else ["{{ device }}"]
+        vg = "{{ grow_vg }}" if writer.endswith("-grow") else "{{ pool }}"
+        return [{"name": how, "strata.graphdriver.thin_pool": {"vg": vg, "devices": devices, "force": force}}]
     if how == "role":
         variables = {
             "backing_store_fstype": fstype or "zfs",
@@ -80,17 +95,73 @@ def _tasks(writer, force):
     return [{"name": how, "strata.graphdriver." + how: params}]
 
 
+def _sh(*argv):
+    return subprocess.run(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+
+
+@contextlib.contextmanager
+def _lvm(work, grow):
+    """LVM_SYSTEM_DIR for thin_pool; with ``grow`` a volume group on a blank
+    loop device of its own: (env, vg, its device)."""
+    conf = os.path.join(work, "lvm")
+    os.makedirs(conf)
+    with open(os.path.join(conf, "lvm.conf"), "w") as f:
+        f.write(LVM_CONF)
+    env = {"LVM_SYSTEM_DIR": conf}
+    if not grow:
+        yield env, None, None
+        return
+    image = os.path.join(work, "grow-base.img")
+    with open(image, "wb") as f:
+        f.truncate(64 << 20)
+    dev = _sh("losetup", "--find", "--show", image).stdout.strip()
+    vg = "strata-safety-%d-grow" % os.getpid()
+    try:
+        for argv in (("pvcreate", "-q", dev), ("vgcreate", "-q", vg, dev)):
+            proc = subprocess.run(argv, env=dict(os.environ, **env), stderr=subprocess.PIPE,
+                                  universal_newlines=True)
+            assert proc.returncode == 0, proc.stderr
+        yield env, vg, dev
+    finally:
+        subprocess.run(["vgremove", "-f", vg], env=dict(os.environ, **env), stderr=subprocess.DEVNULL)
+        _sh("wipefs", "--all", dev)
+        _sh("losetup", "-d", dev)
+
+
+def _our_volume_groups(env):
+    """(vg, pv) of the volume groups this test's hosts may make or grow."""
+    out = subprocess.run(["pvs", "--noheadings", "-o", "vg_name,pv_name"], env=dict(os.environ, **env),
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, universal_newlines=True).stdout
+    mine = "strata-safety-%d-" % os.getpid()
+    return sorted(tuple(line.split()) for line in out.splitlines() if line.split()[:1]
+                  and line.split()[0].startswith(mine))
+
+
 @contextlib.contextmanager
 def _play(writer, devs, force):
     """Run the writer on every device (one host per kind); yield
     (run, {kind: [failed results]}, {kind: host vars}); undo all it made."""
     work = tempfile.mkdtemp(prefix="strata-safety-")
+    try:
+        with _lvm(work, writer.endswith("-grow")) as (env, grow_vg, grow_base):
+            groups = _our_volume_groups(env)
+            with _played(work, writer, devs, force, env, grow_vg, grow_base) as played:
+                yield played
+                # a refused thin_pool made no volume group and grew none
+                assert _our_volume_groups(env) == groups
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _played(work, writer, devs, force, env, grow_vg, grow_base):
     hosts = {}
     for i, (kind, d) in enumerate(sorted(devs.items())):
         hosts[kind] = {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3",
                        "device": d.device, "mountpoint": os.path.join(work, kind, "docker"),
                        "fstab": os.path.join(work, kind, "fstab"),
-                       "pool": "strata-safety-%d-%d" % (os.getpid(), i)}
+                       "pool": "strata-safety-%d-%d" % (os.getpid(), i),
+                       "grow_vg": grow_vg, "grow_base": grow_base}
         os.makedirs(os.path.join(work, kind))
     inventory = os.path.join(work, "inventory.yml")
     with open(inventory, "w") as f:
@@ -99,7 +170,7 @@ def _play(writer, devs, force):
     with open(playbook, "w") as f:
         yaml.safe_dump([{"hosts": "all", "gather_facts": False, "tasks": _tasks(writer, force)}], f)
     try:
-        run = run_playbook(playbook, inventory=inventory, args=["--forks", "6"])
+        run = run_playbook(playbook, inventory=inventory, args=["--forks", "6"], env=env)
         failed = {}
         for r in run.records:
             if r["status"] == "failed":
@@ -113,7 +184,9 @@ def _play(writer, devs, force):
             if subprocess.run(["zpool", "list", "-H", h["pool"]], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL).returncode == 0:
                 destroy_pool(h["pool"])
-        shutil.rmtree(work, ignore_errors=True)
+            if WRITERS[writer][0] == "thin_pool":
+                subprocess.run(["vgremove", "-f", h["pool"]], env=dict(os.environ, **env),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _blkid_type(dev):
@@ -171,10 +244,12 @@ def test_refused_without_force(writer, templates, tmp_path):
 @pytest.mark.parametrize("writer", sorted(WRITERS))
 def test_force_proceeds_but_never_over_a_device_in_use(writer, templates, tmp_path):
     how, fstype = WRITERS[writer]
-    with signed_devices(templates, str(tmp_path)) as devs:
+    # thin_pool's pool needs device-mapper (not here): only its refusals
+    holds = () if how == "thin_pool" else HOLDS
+    with signed_devices(templates, str(tmp_path), kinds=holds + IN_USE) as devs:
         with _play(writer, devs, force=True) as (run, failed, hosts):
             problems = []
-            for kind in HOLDS:
+            for kind in holds:
                 if kind in failed:
                     problems.append("%s: forced, but failed: %s" % (kind, failed[kind][0].get("msg")))
                     continue
