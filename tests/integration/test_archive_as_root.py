@@ -12,7 +12,7 @@ import tempfile
 
 import pytest
 
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import archive
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import archive, unpack, whiteouts
 from tests.support.loop import loop_filesystem
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.tarstream import (
     END_OF_ARCHIVE, encode_header, iter_entries, padding)
@@ -33,7 +33,7 @@ def test_apply_overlay_whiteouts(tmp_path):
     data = (member("d", "5", mode=0o755) + member("d/.wh..wh..opq") +
             member("d/new", data=b"n") + member(".wh.gone", uid=5, gid=6) +
             member("keep/.wh..wh..opq") + END_OF_ARCHIVE)
-    archive.apply_layer(str(upper), io.BytesIO(data), whiteout_format=archive.OVERLAY)
+    unpack.apply_layer(str(upper), io.BytesIO(data), whiteout_format=whiteouts.OVERLAY)
     st = os.lstat(str(upper / "gone"))
     assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0 and (st.st_uid, st.st_gid) == (5, 6)
     assert os.getxattr(str(upper / "d"), "trusted.overlay.opaque") == b"y"
@@ -55,7 +55,7 @@ def test_tar_tree_overlay_to_wire_form(tmp_path):
     os.mknod(str(upper / "realdev"), stat.S_IFCHR | 0o600, os.makedev(1, 3))
     def entries(**engine):
         return [(e.name, e.typeflag, e.mode, e.uid, e.gid, e.size, e.xattrs)
-                for e in iter_entries(archive.tar_tree(str(upper), whiteout_format=archive.OVERLAY,
+                for e in iter_entries(archive.tar_tree(str(upper), whiteout_format=whiteouts.OVERLAY,
                                                        **engine))]
     # Engine 23.0+ writes the permission bits alone in a header's mode
     assert entries() == [
@@ -81,9 +81,9 @@ def test_overlay_round_trip(tmp_path):
         d.mkdir()
     data = (member("o", "5") + member("o/.wh..wh..opq") + member("o/x", data=b"x") +
             member(".wh.w") + END_OF_ARCHIVE)
-    archive.apply_layer(str(a), io.BytesIO(data), whiteout_format=archive.OVERLAY)
-    with archive.tar_tree(str(a), whiteout_format=archive.OVERLAY) as s:
-        archive.apply_layer(str(b), s, whiteout_format=archive.OVERLAY)
+    unpack.apply_layer(str(a), io.BytesIO(data), whiteout_format=whiteouts.OVERLAY)
+    with archive.tar_tree(str(a), whiteout_format=whiteouts.OVERLAY) as s:
+        unpack.apply_layer(str(b), s, whiteout_format=whiteouts.OVERLAY)
     for d in (a, b):
         assert os.getxattr(str(d / "o"), "trusted.overlay.opaque") == b"y"
         assert stat.S_ISCHR(os.lstat(str(d / "w")).st_mode)
@@ -96,7 +96,7 @@ def test_aufs_apply_of_devices_and_owners(tmp_path):
     data = (member("dev/null", "3", mode=0o666, devmajor=1, devminor=3) +
             member("dev/loop0", "4", mode=0o660, gid=6, devmajor=7, devminor=0) +
             member("home/u", "5", mode=0o700, uid=1000, gid=1000) + END_OF_ARCHIVE)
-    archive.apply_layer(str(layer), io.BytesIO(data))
+    unpack.apply_layer(str(layer), io.BytesIO(data))
     st = os.lstat(str(layer / "dev" / "null"))
     assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)
     assert stat.S_IMODE(st.st_mode) == 0o666
@@ -114,7 +114,7 @@ def test_setgid_parent_does_not_leak_its_group(tmp_path):
     data = (member("shared", "5", mode=0o2775, gid=5) +
             member("shared/first", data=b"1") + member("shared/second", data=b"2") +
             END_OF_ARCHIVE)
-    archive.apply_layer(str(layer), io.BytesIO(data))
+    unpack.apply_layer(str(layer), io.BytesIO(data))
     for name in ("first", "second"):
         st = os.lstat(str(layer / "shared" / name))
         assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o644)
@@ -136,7 +136,7 @@ def test_default_acl_does_not_change_modes(tmp_path):
         pytest.skip("POSIX ACLs unsupported on %s: %s" % (tmp_path, e))
     data = (member("acl/a", data=b"1", mode=0o644) + member("acl/b", data=b"2", mode=0o644) +
             END_OF_ARCHIVE)
-    archive.apply_layer(str(layer), io.BytesIO(data))
+    unpack.apply_layer(str(layer), io.BytesIO(data))
     for name in ("a", "b"):
         assert stat.S_IMODE(os.lstat(str(layer / "acl" / name)).st_mode) == 0o644
 
@@ -176,7 +176,7 @@ def test_big_payloads_are_cloned_on_a_filesystem_with_reflinks():
             with open(os.path.join(src, name), "wb") as f:
                 f.write(data)
         os.sync()   # extents allocated: FIEMAP shows them
-        archive.apply_layer(dst, _stream_of(src, ["big", "small"]))
+        unpack.apply_layer(dst, _stream_of(src, ["big", "small"]))
         os.sync()
         for name, data in (("big", BIG), ("small", SMALL)):
             with open(os.path.join(dst, name), "rb") as f:
@@ -194,6 +194,6 @@ def test_without_reflinks_the_payload_is_written(tmp_path):
         with open(os.path.join(src, "big"), "wb") as f:
             f.write(BIG)
         stream = _stream_of(src, ["big"])
-        archive.apply_layer(dst, stream)
+        unpack.apply_layer(dst, stream)
         with open(os.path.join(dst, "big"), "rb") as f:
             assert f.read() == BIG

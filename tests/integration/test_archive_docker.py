@@ -19,7 +19,7 @@ import tarfile
 
 import pytest
 
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import archive
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import archive, unpack
 from tests.support import dockerd as dockerd_support
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: a private dockerd")
@@ -233,7 +233,7 @@ def test_apply_layer_equals_dockerd_apply(tmp_path, engine):
         theirs_tree = _tree(theirs)
     ours = str(tmp_path / "ours")
     os.mkdir(ours, 0o755)
-    archive.apply_layer(ours, io.BytesIO(layer), engine_version=engine)
+    unpack.apply_layer(ours, io.BytesIO(layer), engine_version=engine)
     ours_tree = _tree(ours)
     # Implicit parents are created "now": compare all but their times.
     for t in (theirs_tree, ours_tree):

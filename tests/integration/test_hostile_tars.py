@@ -16,7 +16,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import archive
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import unpack
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import (
     ArchiveError, BreakoutError, GraphDriverError)
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.tarstream import (
@@ -104,7 +104,7 @@ def check_refused(world, members, entry, exc=GraphDriverError, tail=b""):
     if tail is not None:
         data = data + tail
     with pytest.raises(exc) as info:
-        archive.apply_layer(layer, io.BytesIO(data), layer_id="hostile-layer")
+        unpack.apply_layer(layer, io.BytesIO(data), layer_id="hostile-layer")
     assert entry in str(info.value)
     assert "hostile-layer" in str(info.value)
     assert snapshot(outside) == before_outside, "wrote outside the layer"
@@ -116,7 +116,7 @@ def test_honest_work_alone_applies(world):
     layer, outside = world
     before = snapshot(outside)
     data = b"".join(honest_work()) + END_OF_ARCHIVE
-    archive.apply_layer(layer, io.BytesIO(data))
+    unpack.apply_layer(layer, io.BytesIO(data))
     assert open(os.path.join(layer, "etc", "passwd"), "rb").read() == b"replaced"
     assert not os.path.exists(os.path.join(layer, "var"))
     assert os.listdir(os.path.join(layer, "opq")) == []
@@ -143,7 +143,7 @@ def test_absolute_name_stays_inside(world):
     layer, outside = world
     before = snapshot(outside)
     name = os.path.join(outside, "abs")       # absolute host path: relative to the layer
-    archive.apply_layer(layer, io.BytesIO(member(name, data=b"in") + END_OF_ARCHIVE))
+    unpack.apply_layer(layer, io.BytesIO(member(name, data=b"in") + END_OF_ARCHIVE))
     assert open(os.path.join(layer, name.lstrip("/")), "rb").read() == b"in"
     assert snapshot(outside) == before
 
@@ -175,7 +175,7 @@ def test_inner_symlink_then_file_under_it_lands_where_docker_puts_it(world):
     before = snapshot(outside)
     data = member("alias", "2", linkname="dir") + member("alias/x", data=b"in") + \
         member("alias/sub", "5", mode=0o755) + END_OF_ARCHIVE
-    archive.apply_layer(layer, io.BytesIO(data))
+    unpack.apply_layer(layer, io.BytesIO(data))
     assert open(os.path.join(layer, "dir", "x"), "rb").read() == b"in"
     assert os.path.isdir(os.path.join(layer, "dir", "sub"))
     assert os.readlink(os.path.join(layer, "alias")) == "dir"
@@ -189,7 +189,7 @@ def test_usrmerge_bin_symlink_is_followed(world):
     os.symlink("usr/bin", os.path.join(layer, "bin"))
     data = member("bin/tool", data=b"#!/bin/sh\n", mode=0o755) + \
         member("bin/tool2", "1", linkname="bin/tool") + END_OF_ARCHIVE
-    archive.apply_layer(layer, io.BytesIO(data))
+    unpack.apply_layer(layer, io.BytesIO(data))
     tool = os.path.join(layer, "usr", "bin", "tool")
     assert open(tool, "rb").read() == b"#!/bin/sh\n"
     assert os.stat(tool).st_ino == os.stat(os.path.join(layer, "usr", "bin", "tool2")).st_ino
@@ -248,7 +248,7 @@ def test_hard_link_then_write_through_it_stays_inside(world):
     before = snapshot(outside)
     data = member("a", data=b"a") + member("b", "1", linkname="a") + \
         member("b", data=b"b") + END_OF_ARCHIVE
-    archive.apply_layer(layer, io.BytesIO(data))
+    unpack.apply_layer(layer, io.BytesIO(data))
     assert open(os.path.join(layer, "a"), "rb").read() == b"a"
     assert open(os.path.join(layer, "b"), "rb").read() == b"b"
     assert snapshot(outside) == before
@@ -269,7 +269,7 @@ def test_truncated_tar(world):
     data = b"".join(honest_work() + [member("big", data=b"z" * 100000)]) + END_OF_ARCHIVE
     for cut in (len(data) - 1024 - 50000, len(data) - 1024 - 100000 - 200):
         with pytest.raises(ArchiveError, match="truncated") as info:
-            archive.apply_layer(layer, io.BytesIO(data[:cut]), layer_id="hostile-layer")
+            unpack.apply_layer(layer, io.BytesIO(data[:cut]), layer_id="hostile-layer")
         assert "hostile-layer" in str(info.value)
         assert snapshot(layer) == before_layer
         assert snapshot(outside) == before_outside
@@ -297,7 +297,7 @@ def test_pipe_stream_failure_is_restored(world):
     os.write(w, data)
     os.close(w)
     with os.fdopen(r, "rb", buffering=0) as stream, pytest.raises(BreakoutError):
-        archive.apply_layer(layer, stream)
+        unpack.apply_layer(layer, stream)
     assert snapshot(layer) == before
 
 
@@ -325,7 +325,7 @@ def test_disk_full_is_restored(small_fs):
             member("new/file", data=b"n") + member("huge", data=b"h" * (4 << 20)) +
             END_OF_ARCHIVE)
     with pytest.raises(GraphDriverError, match="huge") as info:
-        archive.apply_layer(layer, io.BytesIO(data), layer_id="full-layer")
+        unpack.apply_layer(layer, io.BytesIO(data), layer_id="full-layer")
     assert "No space left" in str(info.value)
     assert snapshot(layer) == before
     assert os.listdir(layer) == sorted(["keep", "ln"]) or sorted(os.listdir(layer)) == [
@@ -343,5 +343,5 @@ def test_disk_full_on_many_small_files_is_restored(small_fs):
     data = member("d", "5") + member("d/old", data=b"new") + b"".join(
         member("d/file-%04d" % i, data=b"s" * 8000) for i in range(400)) + END_OF_ARCHIVE
     with pytest.raises(GraphDriverError, match=r"d/file-\d{4}.*No space left"):
-        archive.apply_layer(layer, io.BytesIO(data), layer_id="full-layer")
+        unpack.apply_layer(layer, io.BytesIO(data), layer_id="full-layer")
     assert snapshot(layer) == before

@@ -26,7 +26,7 @@ import stat
 
 import pytest
 
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import archive, migrate, new
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import migrate, new, unpack
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.copy import dir_copy
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.changes import changes_dirs
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.layerstore import LayerStore
@@ -221,7 +221,7 @@ def test_overlay_union_reads_as_the_kernel_mounts_it(tmp_path):
         dir_copy(root, applied)
         for layer, parent in ((init, base), (rw, init)):
             with drv.diff(layer, parent) as stream:
-                archive.apply_layer(applied, stream)
+                unpack.apply_layer(applied, stream)
         assert changes_dirs(view(rw), applied) == []
     assert mounts_under(str(tmp_path)) == []
 

@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import archive
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import apply_journal, archive, unpack, whiteouts
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.driver import Change
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import (
     ArchiveError, GraphDriverError)
@@ -212,7 +212,7 @@ def test_apply_each_entry_type(layer):
                 ("d/h", "1", {"linkname": b"d/f", "mode": 0o640}),
                 ("d/s", "2", {"linkname": b"/etc/passwd"}),
                 ("d/p", "6", {"mode": 0o600}))
-    size = archive.apply_layer(layer, tar)
+    size = unpack.apply_layer(layer, tar)
     assert size == 5        # the sum of header sizes
     d = os.path.join(layer, "d")
     assert stat.S_IMODE(os.lstat(d).st_mode) == 0o750
@@ -227,7 +227,7 @@ def test_apply_each_entry_type(layer):
 def test_apply_special_mode_bits_under_restrictive_umask(layer):
     old = os.umask(0o077)
     try:
-        archive.apply_layer(layer, build(("sticky", "5", {"mode": 0o1777}),
+        unpack.apply_layer(layer, build(("sticky", "5", {"mode": 0o1777}),
                                          ("suid", "0", {"mode": 0o4755}),
                                          ("sgid", "0", {"mode": 0o2755}),
                                          ("sticky/x", "0", {"mode": 0o644})))
@@ -243,13 +243,13 @@ def test_apply_special_mode_bits_under_restrictive_umask(layer):
 
 @needs_root
 def test_apply_owner_then_mode_keeps_setuid(layer):
-    archive.apply_layer(layer, build(("s", "0", {"mode": 0o6755, "uid": 7, "gid": 8})))
+    unpack.apply_layer(layer, build(("s", "0", {"mode": 0o6755, "uid": 7, "gid": 8})))
     st = os.lstat(os.path.join(layer, "s"))
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (7, 8, 0o6755)
 
 
 def test_apply_directory_times_at_the_end(layer):
-    archive.apply_layer(layer, build(("d", "5", {"mtime": 1000}),
+    unpack.apply_layer(layer, build(("d", "5", {"mtime": 1000}),
                                      ("d/a", "0", {"mtime": 2000}),
                                      ("d/b", "5", {"mtime": 3000}),
                                      ("d/b/c", "0", {})))
@@ -265,7 +265,7 @@ def test_apply_pax_long_names_and_xattrs(layer):
     tar = build(("deep", "5", {}),
                 (long_name, "0", {"data": b"x", "xattrs": {"user.k": b"v"}}),
                 ("l", "2", {"linkname": ("t" * 300).encode()}))
-    archive.apply_layer(layer, tar)
+    unpack.apply_layer(layer, tar)
     p = os.path.join(layer, long_name)
     assert open(p, "rb").read() == b"x"
     assert os.getxattr(p, "user.k") == b"v"      # all SCHILY.xattr.* are applied
@@ -273,7 +273,7 @@ def test_apply_pax_long_names_and_xattrs(layer):
 
 
 def test_apply_absolute_names_are_relative_to_root(layer):
-    archive.apply_layer(layer, build(("/etc/hostname", "0", {"data": b"h"}),
+    unpack.apply_layer(layer, build(("/etc/hostname", "0", {"data": b"h"}),
                                      ("/../../x", "0", {"data": b"x"})))
     assert open(os.path.join(layer, "etc", "hostname"), "rb").read() == b"h"
     assert open(os.path.join(layer, "x"), "rb").read() == b"x"
@@ -282,12 +282,12 @@ def test_apply_absolute_names_are_relative_to_root(layer):
 
 
 @pytest.mark.parametrize("whiteouts,mode", [
-    (archive.AUFS, 0o600), (archive.OVERLAY, 0o755), (archive.LITERAL, 0o755)])
+    (whiteouts.AUFS, 0o600), (whiteouts.OVERLAY, 0o755), (whiteouts.LITERAL, 0o755)])
 def test_apply_implied_parents_of_20_10(layer, whiteouts, mode):
     """Engine 20.10's UnpackLayer (the naive apply) made them 0600 (as root;
     0700 otherwise, or they could not be entered); its Unpack (the overlay
     drivers' apply) 0755."""
-    archive.apply_layer(layer, build(("etc/hostname", "0", {"data": b"h"})),
+    unpack.apply_layer(layer, build(("etc/hostname", "0", {"data": b"h"})),
                         whiteout_format=whiteouts, engine_version="20.10")
     want = mode if ROOT or mode == 0o755 else 0o700
     assert stat.S_IMODE(os.lstat(os.path.join(layer, "etc")).st_mode) == want
@@ -297,7 +297,7 @@ def test_apply_whiteout_removes(layer):
     os.makedirs(os.path.join(layer, "d", "sub"))
     open(os.path.join(layer, "d", "sub", "f"), "w").close()
     open(os.path.join(layer, "keep"), "w").close()
-    archive.apply_layer(layer, build(("d/.wh.sub", "0", {}), (".wh.missing", "0", {})))
+    unpack.apply_layer(layer, build(("d/.wh.sub", "0", {}), (".wh.missing", "0", {})))
     assert sorted(os.listdir(layer)) == ["d", "keep"]
     assert os.listdir(os.path.join(layer, "d")) == []
 
@@ -306,13 +306,13 @@ def test_apply_opaque_keeps_only_this_layers_entries(layer):
     os.makedirs(os.path.join(layer, "d", "old"))
     open(os.path.join(layer, "d", "old", "f"), "w").close()
     open(os.path.join(layer, "d", "oldfile"), "w").close()
-    archive.apply_layer(layer, build(("d", "5", {}), ("d/new", "0", {"data": b"n"}),
+    unpack.apply_layer(layer, build(("d", "5", {}), ("d/new", "0", {"data": b"n"}),
                                      ("d/.wh..wh..opq", "0", {}), ("d/later", "0", {})))
     assert sorted(os.listdir(os.path.join(layer, "d"))) == ["later", "new"]
 
 
 def test_apply_skips_aufs_metadata_and_resolves_plnk_links(layer):
-    archive.apply_layer(layer, build((".wh..wh.aufs", "0", {}),
+    unpack.apply_layer(layer, build((".wh..wh.aufs", "0", {}),
                                      (".wh..wh.plnk/123.456", "0", {"data": b"shared",
                                                                     "mode": 0o600}),
                                      ("usr/bin/a", "1", {"linkname": b".wh..wh.plnk/123.456"})))
@@ -326,7 +326,7 @@ def test_apply_replaces_unless_both_directories(layer):
     os.makedirs(os.path.join(layer, "dir", "child"))
     open(os.path.join(layer, "file"), "w").close()
     os.makedirs(os.path.join(layer, "becomes_file", "x"))
-    archive.apply_layer(layer, build(("dir", "5", {"mode": 0o700}),
+    unpack.apply_layer(layer, build(("dir", "5", {"mode": 0o700}),
                                      ("file", "5", {}),
                                      ("becomes_file", "0", {"data": b"f"})))
     assert os.listdir(os.path.join(layer, "dir")) == ["child"]       # merged
@@ -336,7 +336,7 @@ def test_apply_replaces_unless_both_directories(layer):
 
 
 def test_apply_root_entry_sets_root_metadata(layer):
-    archive.apply_layer(layer, build(("./", "5", {"mode": 0o711, "mtime": 42}),
+    unpack.apply_layer(layer, build(("./", "5", {"mode": 0o711, "mtime": 42}),
                                      ("f", "0", {})))
     st = os.lstat(layer)
     assert stat.S_IMODE(st.st_mode) == 0o711 and st.st_mtime_ns == 42 * 10 ** 9
@@ -346,7 +346,7 @@ def test_apply_leaves_nothing_extra(layer):
     os.makedirs(os.path.join(layer, "a"))
     open(os.path.join(layer, "a", "f"), "w").close()
     before = os.lstat(layer).st_mtime_ns
-    archive.apply_layer(layer, build(("a/.wh.f", "0", {})))
+    unpack.apply_layer(layer, build(("a/.wh.f", "0", {})))
     assert os.listdir(layer) == ["a"]
     # The journal came and went in the root: its times are as they were.
     assert os.lstat(layer).st_mtime_ns == before
@@ -368,7 +368,7 @@ def test_apply_failure_restores_everything(layer):
                 ("newdir/x/y", "0", {"data": b"y"}),
                 ("big", "0", {"data": b"z" * 5000})).getvalue()
     with pytest.raises(ArchiveError, match="truncated"):
-        archive.apply_layer(layer, io.BytesIO(raw[:-3000]), layer_id="L1")
+        unpack.apply_layer(layer, io.BytesIO(raw[:-3000]), layer_id="L1")
     assert snapshot(layer) == before
 
 
@@ -385,7 +385,7 @@ def test_apply_round_trip(tmp_path, layer):
         os.utime(str(src / p), ns=(10 ** 9, 1234 * 10 ** 9))
     os.utime(str(src / "s"), ns=(10 ** 9, 1234 * 10 ** 9), follow_symlinks=False)
     with archive.tar_tree(str(src)) as s:
-        archive.apply_layer(layer, s)
+        unpack.apply_layer(layer, s)
     a, b = snapshot(str(src)), snapshot(layer)
     del a["."], b["."]
     # Directory atimes are the epoch after apply (Docker), the rest must match.
@@ -395,7 +395,7 @@ def test_apply_round_trip(tmp_path, layer):
 
 def test_apply_unknown_type_is_an_error_naming_entry(layer):
     with pytest.raises(GraphDriverError, match="weird"):
-        archive.apply_layer(layer, build(("weird", "Z", {})))
+        unpack.apply_layer(layer, build(("weird", "Z", {})))
     assert os.listdir(layer) == []
 
 
@@ -406,7 +406,7 @@ def test_python_tarfile_gnu_archive_applies(tmp_path, layer):
         ti.size = 3
         tf.addfile(ti, io.BytesIO(b"abc"))
     data.seek(0)
-    archive.apply_layer(layer, data)
+    unpack.apply_layer(layer, data)
     assert open(os.path.join(layer, "x" * 150), "rb").read() == b"abc"
 
 
@@ -428,7 +428,7 @@ def test_gnu_tar_archive_applies_like_gnu_tar_extracts(tmp_path):
     ours.mkdir()
     theirs.mkdir()
     with open(str(tar), "rb") as f:
-        archive.apply_layer(str(ours), f)
+        unpack.apply_layer(str(ours), f)
     subprocess.run(["tar", "-xpf", str(tar), "-C", str(theirs)], check=True)
     a, b = snapshot(str(ours)), snapshot(str(theirs))
     assert without_time(a) == without_time(b)
@@ -443,7 +443,7 @@ def test_global_pax_header_has_no_effect_and_no_size(layer):
         ti.size = 3
         tf.addfile(ti, io.BytesIO(b"abc"))
     data.seek(0)
-    assert archive.apply_layer(layer, data) == 3
+    assert unpack.apply_layer(layer, data) == 3
     assert os.listdir(layer) == ["f"]
 
 
@@ -461,11 +461,11 @@ def test_leftover_journal_is_cleanable(layer):
     # What a crash in the middle of an apply leaves: a journal directory in
     # the root. remove_stale_stash() deletes it (the layer itself is then
     # half applied; Docker's layer store discards such layers).
-    stale = os.path.join(layer, archive.STASH_PREFIX + "0123456789abcdef")
+    stale = os.path.join(layer, apply_journal.STASH_PREFIX + "0123456789abcdef")
     os.makedirs(os.path.join(stale, "1"))
     open(os.path.join(layer, "kept"), "w").close()
-    assert archive.remove_stale_stash(layer) == [os.path.basename(stale)]
+    assert apply_journal.remove_stale_stash(layer) == [os.path.basename(stale)]
     assert os.listdir(layer) == ["kept"]
     # A file of the same shape inside a layer tar is just content.
-    archive.apply_layer(layer, build((archive.STASH_PREFIX + "x", "0", {"data": b"c"})))
-    assert sorted(os.listdir(layer)) == sorted(["kept", archive.STASH_PREFIX + "x"])
+    unpack.apply_layer(layer, build((apply_journal.STASH_PREFIX + "x", "0", {"data": b"c"})))
+    assert sorted(os.listdir(layer)) == sorted(["kept", apply_journal.STASH_PREFIX + "x"])

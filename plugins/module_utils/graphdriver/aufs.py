@@ -18,7 +18,7 @@ The driver is not offered by ``registered()`` (no host here can run it), but
 
 import os
 
-from . import archive
+from . import archive, unpack, whiteouts
 from .apierrors import os_errors_as_driver_errors
 from .changes import aufs_changes
 from .driver import check_id, register
@@ -29,7 +29,7 @@ from .overlayutils import directory_size
 
 PATHS = ("diff", "layers", "mnt")
 # moby aufs Diff: the rw branch without aufs's own metadata, but opaque markers.
-EXCLUDE = [archive.WHITEOUT_META_PREFIX + "*", "!" + archive.WHITEOUT_OPAQUE]
+EXCLUDE = [whiteouts.WHITEOUT_META_PREFIX + "*", "!" + whiteouts.WHITEOUT_OPAQUE]
 
 
 @register
@@ -120,7 +120,7 @@ class AufsDriver(NaiveDiffDriver):
     def diff(self, id, parent=None):
         if not self.is_parent(id, parent):
             return super().diff(id, parent)
-        return archive.tar_tree(self.diff_path(id), whiteout_format=archive.AUFS, exclude=EXCLUDE,
+        return archive.tar_tree(self.diff_path(id), whiteout_format=whiteouts.AUFS, exclude=EXCLUDE,
                                 engine_version=self.engine_version)
 
     def changes(self, id, parent=None):
@@ -132,8 +132,8 @@ class AufsDriver(NaiveDiffDriver):
         if not self.is_parent(id, parent):
             return super().apply_diff(id, parent, stream)
         diff = self.diff_path(id)
-        archive.apply_layer(diff, stream, whiteout_format=archive.LITERAL, layer_id=id,
-                            engine_version=self.engine_version)
+        unpack.apply_layer(diff, stream, whiteout_format=whiteouts.LITERAL, layer_id=id,
+                           engine_version=self.engine_version)
         return directory_size(diff)
 
     def diff_size(self, id, parent=None):

@@ -16,7 +16,7 @@ that are Docker's:
 import contextlib
 import os
 
-from . import archive
+from . import unpack, whiteouts
 from .backingfs import fs_name, nearest_existing
 from .command import require_tool, run
 from .apierrors import os_errors_as_driver_errors
@@ -126,6 +126,6 @@ class FuseOverlayfsDriver(Overlay2Driver):
         if not self.is_parent(id, parent):
             return NaiveDiffDriver.apply_diff(self, id, parent, stream)
         diff = self._diff_path(id)
-        archive.apply_layer(diff, stream, whiteout_format=archive.LITERAL, layer_id=id,
-                            engine_version=self.engine_version)
+        unpack.apply_layer(diff, stream, whiteout_format=whiteouts.LITERAL, layer_id=id,
+                           engine_version=self.engine_version)
         return directory_size(diff)

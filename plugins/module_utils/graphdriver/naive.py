@@ -8,9 +8,10 @@ and diff_size by mounting the layer and its parent and comparing the trees.
 
 import time
 
-from .archive import apply_layer, export_changes, tar_tree
+from .archive import export_changes, tar_tree
 from .changes import changes_dirs, changes_size
 from .driver import Driver
+from .unpack import apply_layer
 
 
 def _sleep_to_next_second(start):
