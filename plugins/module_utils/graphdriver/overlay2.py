@@ -24,7 +24,7 @@ import errno
 import os
 import threading
 
-from . import archive
+from . import archive, unpack, whiteouts
 from . import projectquota
 from .backingfs import fs_name, nearest_existing
 from .changes import NeedsKernel, upper_changes
@@ -464,15 +464,15 @@ class Overlay2Driver(NaiveDiffDriver):
     def diff(self, id, parent=None):
         if not self._native(id, parent):
             return super().diff(id, parent)
-        return archive.tar_tree(self._diff_path(id), whiteout_format=archive.OVERLAY,
+        return archive.tar_tree(self._diff_path(id), whiteout_format=whiteouts.OVERLAY,
                                 engine_version=self.engine_version)
 
     def apply_diff(self, id, parent, stream):
         if not self._native(id, parent):
             return super().apply_diff(id, parent, stream)
         diff = self._diff_path(id)
-        archive.apply_layer(diff, stream, whiteout_format=archive.OVERLAY, layer_id=id,
-                            engine_version=self.engine_version)
+        unpack.apply_layer(diff, stream, whiteout_format=whiteouts.OVERLAY, layer_id=id,
+                           engine_version=self.engine_version)
         return directory_size(diff)
 
     def diff_size(self, id, parent=None):

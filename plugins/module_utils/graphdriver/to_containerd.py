@@ -28,7 +28,7 @@ import time
 
 from . import containerd as c8d
 from . import containers, engine
-from .archive import apply_layer
+from .unpack import apply_layer
 from .backingfs import nearest_existing
 from .driver import new
 from .errors import GraphDriverError
