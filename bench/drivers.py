@@ -177,6 +177,28 @@ def create_snap_op(drv, base):
     return elapsed
 
 
+# get() of a layer with 128 lowers against one with 1, paired in one op so
+# that the machine's drift cancels; the ratios are printed under the table.
+GET_DEPTH_RATIOS = {}
+
+
+def get_depth_setup(drv):
+    base = exists_setup(drv)
+    shallow = gt.random_id()
+    drv.create(shallow, base, None)
+    deep = gt.add_many_layers(drv, base, 128)
+    return drv.name, shallow, deep, []
+
+
+def get_depth_op(drv, state):
+    name, shallow, deep, pairs = state
+    one = get_empty_op(drv, shallow)
+    many = get_empty_op(drv, deep)
+    pairs.append(many / one)
+    GET_DEPTH_RATIOS[name] = pairs
+    return many
+
+
 BENCHMARKS = [
     # (name, setup, op, teardown, quick)
     ("Exists", exists_setup, exists_op, None, True),
@@ -190,6 +212,7 @@ BENCHMARKS = [
     ("DeepLayerRead 20", deep_layer_read_setup(20), deep_layer_read_op,
      deep_layer_read_teardown, True),
     ("CreateSnap 10000*", create_snap_setup(10000), create_snap_op, None, False),
+    ("GetDepth 128*", get_depth_setup, get_depth_op, None, False),
 ]
 
 _warned = set()
@@ -287,6 +310,9 @@ def main(argv=None):
     print("time per operation  [ratio to the fastest driver on the row]; "
           "* not a Docker benchmark")
     print(out.getvalue().rstrip())
+    for d, pairs in sorted(GET_DEPTH_RATIOS.items()):
+        print("%s: get() at 128 lowers / at 1 lower, paired, median of %d: %.2f"
+              % (d, len(pairs), sorted(pairs)[len(pairs) // 2]))
     for d, why in sorted(unavailable.items()):
         print("%s: not benchmarked: %s" % (d, why))
     return 0

@@ -595,3 +595,20 @@ def test_support_and_native_diff_probes_leave_the_home_as_it_was(drv, home, tmp_
     ro = new(DRIVER, missing, read_only=True)
     ro.status()
     assert _times(str(tmp_path)) == before and not os.path.exists(os.path.dirname(missing))
+
+
+def test_failed_relative_mount_is_an_error_and_counts_nothing(drv, home):
+    """128 lowers are mounted from the home in a thread of its own cwd; a
+    mount it cannot make (a lower's l/ link gone) is the driver's error."""
+    names = ["L%03d" % i for i in range(ov.MAX_DEPTH + 1)]
+    chain(drv, names, rw_top=False)
+    top = names[-1]
+    lowers = read(os.path.join(home, top, "lower"))
+    assert len(drv._mount_options(top, os.path.join(home, top), lowers, False)) > ov.PAGE_SIZE
+    os.unlink(os.path.join(home, lowers.split(":")[-1]))
+    cwd = os.getcwd()
+    with pytest.raises(GraphDriverError, match="relative to %s" % re.escape(home)):
+        drv.get(top)
+    assert os.getcwd() == cwd
+    assert drv.references(top) == 0
+    assert not os.path.exists(os.path.join(home, top, "merged"))

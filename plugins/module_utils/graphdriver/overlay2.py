@@ -20,7 +20,6 @@ driver reuses all of this and only mounts differently.
 """
 
 import contextlib
-import errno
 import os
 import threading
 
@@ -35,8 +34,8 @@ from .fileutil import atomic_write, entry_names, makedirs, mkdir, read_text, rem
 from .mount import MNT_DETACH, MountError, is_mountpoint, mount, mounts_under, unmount
 from .naive import NaiveDiffDriver
 from .overlayutils import (d_type_error, directory_size, generate_id, kernel_version,
-                           native_diff_problem, overlay_in_kernel, running_in_userns,
-                           supports_d_type, supports_overlay)
+                           native_diff_problem, overlay_in_kernel, run_in_directory,
+                           running_in_userns, supports_d_type, supports_overlay)
 from .refcount import RefCounter
 
 LINK_DIR = "l"
@@ -78,27 +77,14 @@ def format_mount_label(opts, label):
 def _mount_from(home, source, target, fstype, flags, data):
     """mount(2) with relative paths resolved from ``home``.
 
-    The cwd is process-wide, so it is changed in a forked child only, like
-    Docker's re-exec of docker-mountfrom; the child reports errno as its
-    exit status.
+    The cwd is process-wide, so it is changed in a thread that unshares it,
+    as moby's mountFrom does with unshare.Go (older engines re-executed
+    docker-mountfrom; a thread costs far less than a process).
     """
-    pid = os.fork()
-    if pid == 0:
-        code = 0
-        try:
-            os.chdir(home)
-            mount(source, target, fstype, flags, data)
-        except MountError as e:
-            code = e.errno or 1
-        except BaseException:
-            code = 255
-        os._exit(code)
-    waited_pid, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") \
-        else (status >> 8)
-    if code:
-        err = code if 0 < code < 255 else errno.EIO
-        raise MountError("mount", os.path.join(home, target), err,
+    try:
+        run_in_directory(home, lambda: mount(source, target, fstype, flags, data))
+    except MountError as e:
+        raise MountError("mount", os.path.join(home, target), e.errno,
                          "type %s, data %s (relative to %s)" % (fstype, data, home))
 
 

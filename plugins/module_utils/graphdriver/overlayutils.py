@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
 
 from . import command
 from .errors import GraphDriverError, NotSupported
@@ -166,6 +167,36 @@ def d_type_error(driver, backing_fs):
                 " to enable d_type support.")
     msg += " Backing filesystems without d_type support are not supported."
     return NotSupported(driver, msg)
+
+
+_CLONE_FS = 0x200
+
+
+def run_in_directory(directory, fn):
+    """``fn()`` with ``directory`` as its working directory, the process's
+    own left alone: in a thread of its own that unshares its cwd
+    (CLONE_FS), as moby's unshare.Go does for overlay2's mountFrom.
+
+    Returns what ``fn`` returns or raises what it raises.
+    """
+    result, error = [], []
+
+    def run():
+        try:
+            if _libc.unshare(_CLONE_FS) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, "unshare(CLONE_FS): %s" % os.strerror(err))
+            os.chdir(directory)
+            result.append(fn())
+        except BaseException as e:
+            error.append(e)
+
+    thread = threading.Thread(target=run, name="mount-from")
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]
 
 
 def generate_id(length):
