@@ -12,6 +12,8 @@ class ModuleDocFragment(object):
 
     ``strata.graphdriver.daemon`` gives O(data_root) and O(daemon_json);
     modules that ask the running engine add ``strata.graphdriver.daemon.DOCKER_HOST``.
+    Their argument spec is declared once too: ``module_utils/_common.py``
+    (DATA_ROOT_ARGS, DOCKER_HOST_ARGS).
     """
 
     DOCUMENTATION = r'''

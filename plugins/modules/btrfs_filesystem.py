@@ -32,6 +32,7 @@ requirements:
   - util-linux (C(blkid), C(wipefs), C(mount), C(umount))
 extends_documentation_fragment:
   - strata.graphdriver.attributes
+  - strata.graphdriver.force
   - strata.graphdriver.attributes.CHANGES
 options:
   devices:
@@ -58,8 +59,6 @@ options:
     description:
       - Write over devices holding another signature (C(mkfs.btrfs -f), C(btrfs device add -f)),
         destroying what they hold. Devices in use are still refused.
-    type: bool
-    default: false
 seealso:
   - module: strata.graphdriver.zfs_pool
   - name: btrfs driver
@@ -136,53 +135,28 @@ commands:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.strata.graphdriver.plugins.module_utils.btrfs_fs import BtrfsPlan
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
+from ansible_collections.strata.graphdriver.plugins.module_utils._btrfs_filesystem import BtrfsPlan
+from ansible_collections.strata.graphdriver.plugins.module_utils._common import FORCE_ARGS, argument_spec, run_plan
 
 PROFILES = ['single', 'dup', 'raid0', 'raid1', 'raid1c3', 'raid1c4', 'raid5', 'raid6', 'raid10']
 
 
-def state_of(fs):
-    if fs is None:
-        return {'exists': False}
-    return {'exists': True, 'uuid': fs['uuid'], 'label': fs['label'], 'devices': list(fs['devices'])}
-
-
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
+        argument_spec=argument_spec(
+            FORCE_ARGS,
             devices=dict(type='list', elements='path', required=True),
             label=dict(type='str'),
             data_profile=dict(type='str', choices=PROFILES),
             metadata_profile=dict(type='str', choices=PROFILES),
             remove_unlisted=dict(type='bool', default=False),
-            force=dict(type='bool', default=False),
         ),
         supports_check_mode=True,
     )
     p = module.params
-    result = dict(changed=False, commands=[])
-    try:
-        plan = BtrfsPlan(p['devices'], label=p['label'], data_profile=p['data_profile'],
-                         metadata_profile=p['metadata_profile'], force=p['force'],
-                         remove_unlisted=p['remove_unlisted'])
-        result.update(changed=plan.changed, commands=[str(c) for c in plan.commands], created=plan.created,
-                      added=plan.added, removed=plan.removed, unlisted_devices=plan.unlisted)
-        if module.check_mode:
-            fs = plan.before
-            after = {'exists': True, 'uuid': fs['uuid'] if fs and not plan.created else None,
-                     'label': p['label'] if p['label'] is not None else (fs or {}).get('label'),
-                     'devices': [d for d in ((fs or {}).get('devices', []) if not plan.created else [])
-                                 if d not in plan.removed] + list(plan.added if not plan.created else p['devices'])}
-        else:
-            plan.apply()
-            after = state_of(plan.result() if plan.changed else plan.before)
-    except GraphDriverError as e:
-        module.fail_json(msg=str(e), **result)
-    result.update(uuid=after.get('uuid'), label=after.get('label'), devices=after.get('devices', []))
-    if module._diff:
-        result['diff'] = {'before': state_of(plan.before), 'after': after}
-    module.exit_json(**result)
+    module.exit_json(**run_plan(module, lambda: BtrfsPlan(
+        p['devices'], label=p['label'], data_profile=p['data_profile'], metadata_profile=p['metadata_profile'],
+        force=p['force'], remove_unlisted=p['remove_unlisted'])))
 
 
 if __name__ == '__main__':

@@ -33,6 +33,7 @@ requirements:
     zfs-fuse), C(dmsetup) (lvm2); none for vfs, overlay2, overlay, aufs and fuse-overlayfs stores
 extends_documentation_fragment:
   - strata.graphdriver.attributes
+  - strata.graphdriver.force
   - strata.graphdriver.daemon
 options:
   driver:
@@ -57,14 +58,13 @@ options:
     default: false
   force:
     description: Confirm O(repair=true).
-    type: bool
-    default: false
 attributes:
   check_mode:
     support: full
     details: Nothing is removed; RV(repaired) lists what a run with O(repair=true) would remove.
   diff_mode:
-    support: none
+    support: full
+    details: The findings before and after the repair.
   idempotent:
     support: full
     details: A second repair finds nothing repairable left.
@@ -124,41 +124,30 @@ repaired:
   returned: success
   type: list
   elements: dict
+commands:
+  description: What the repair removes (in check mode, would remove), one line per finding; empty without O(repair).
+  returned: always
+  type: list
+  elements: str
+  sample: ["remove /var/lib/docker/overlay2/3f1c... (orphan)"]
 '''
-
-import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.strata.graphdriver.plugins.module_utils import all_drivers  # noqa: F401 pylint: disable=unused-import
-from ansible_collections.strata.graphdriver.plugins.module_utils import daemon_json
-from ansible_collections.strata.graphdriver.plugins.module_utils.host_report import storage_opts_dict
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import fsck
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.engine import EngineRunning
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
-
-
-def stores(data_root):
-    """Drivers with a layer store under the data-root."""
-    top = os.path.join(data_root, 'image')
-    try:
-        names = sorted(os.listdir(top))
-    except OSError:
-        return []
-    return [n for n in names if os.path.isdir(os.path.join(top, n, 'layerdb'))]
+from ansible_collections.strata.graphdriver.plugins.module_utils._common import (
+    DATA_ROOT_ARGS, FORCE_ARGS, argument_spec, data_root_of, run_plan)
+from ansible_collections.strata.graphdriver.plugins.module_utils._data_root_check import CheckPlan
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import registered
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            data_root=dict(type='path'),
-            daemon_json=dict(type='path', default='/etc/docker/daemon.json'),
-            driver=dict(type='str', choices=['aufs', 'btrfs', 'devicemapper', 'fuse-overlayfs', 'overlay',
-                                             'overlay2', 'vfs', 'zfs']),
+        argument_spec=argument_spec(
+            DATA_ROOT_ARGS, FORCE_ARGS,
+            driver=dict(type='str', choices=registered(sources=True)),
             storage_opts=dict(type='list', elements='str'),
             verify=dict(type='bool', default=True),
             repair=dict(type='bool', default=False),
-            force=dict(type='bool', default=False),
         ),
         supports_check_mode=True,
     )
@@ -166,37 +155,9 @@ def main():
     if p['repair'] and not p['force']:
         module.fail_json(msg='repair removes driver layers and leftovers nothing references: set force: true '
                              'to confirm')
-    try:
-        config = daemon_json.read(p['daemon_json'])
-        data_root = os.path.abspath(p['data_root'] or daemon_json.data_root(config))
-        declared, declared_opts = daemon_json.storage_settings(config)
-        drivers = [p['driver']] if p['driver'] else stores(data_root)
-        findings, checked, repaired = [], [], []
-        for driver in drivers:
-            opts = p['storage_opts'] if p['storage_opts'] is not None else (
-                declared_opts if driver == declared else [])
-            opts = storage_opts_dict(opts)
-            report = fsck.check(data_root, driver, opts, verify=p['verify'])
-            findings += [dict(f.as_dict(), driver=driver) for f in report.findings]
-            checked.append(dict(driver=driver, layers=report.layers, images=report.images,
-                                containers=report.containers, verified=report.verified,
-                                engine_running=report.engine_running))
-            if p['repair']:
-                if module.check_mode:
-                    gone = [f for f in report.findings if f.repairable]
-                else:
-                    gone = fsck.repair(data_root, driver, opts)
-                repaired += [dict(f.as_dict(), driver=driver) for f in gone]
-    except EngineRunning as e:
-        module.fail_json(msg='%s; checking works while it runs, repairing needs it stopped' % e,
-                         evidence=e.evidence)
-    except GraphDriverError as e:
-        module.fail_json(msg=str(e))
-    counts = {}
-    for f in findings:
-        counts[f['kind']] = counts.get(f['kind'], 0) + 1
-    module.exit_json(changed=bool(repaired), data_root=data_root, healthy=not findings, findings=findings,
-                     counts=counts, checked=checked, repaired=repaired)
+    module.exit_json(**run_plan(module, lambda: CheckPlan(
+        *data_root_of(p), driver=p['driver'], storage_opts=p['storage_opts'], verify=p['verify'],
+        repair=p['repair']), running_hint='checking works while it runs, repairing needs it stopped'))
 
 
 if __name__ == '__main__':

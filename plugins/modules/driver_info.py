@@ -281,16 +281,15 @@ storage_warnings:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.strata.graphdriver.plugins.module_utils import host_report
+from ansible_collections.strata.graphdriver.plugins.module_utils import _driver_info
+from ansible_collections.strata.graphdriver.plugins.module_utils._common import DATA_ROOT_ARGS, DOCKER_HOST_ARGS, argument_spec
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            data_root=dict(type='path'),
-            daemon_json=dict(type='path', default='/etc/docker/daemon.json'),
-            docker_host=dict(type='str', default='unix:///var/run/docker.sock'),
+        argument_spec=argument_spec(
+            DATA_ROOT_ARGS, DOCKER_HOST_ARGS,
             engine_version=dict(type='str'),
             thin_pool_threshold=dict(type='float', default=90),
         ),
@@ -298,9 +297,9 @@ def main():
     )
     p = module.params
     try:
-        facts = host_report.gather(data_root=p['data_root'], daemon_json_path=p['daemon_json'],
-                                   docker_host=p['docker_host'], engine_version=p['engine_version'],
-                                   thin_pool_threshold=p['thin_pool_threshold'])
+        facts = _driver_info.gather(data_root=p['data_root'], daemon_json_path=p['daemon_json'],
+                                    docker_host=p['docker_host'], engine_version=p['engine_version'],
+                                    thin_pool_threshold=p['thin_pool_threshold'])
     except GraphDriverError as e:
         module.fail_json(msg=str(e))
     for w in facts['storage_warnings']:

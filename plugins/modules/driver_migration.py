@@ -40,6 +40,7 @@ requirements:
     overlay2 and overlay
 extends_documentation_fragment:
   - strata.graphdriver.attributes
+  - strata.graphdriver.force
   - strata.graphdriver.daemon
   - strata.graphdriver.attributes.CHANGES
 options:
@@ -99,8 +100,6 @@ options:
     default: false
   force:
     description: Confirm O(remove_source=true).
-    type: bool
-    default: false
   progress_file:
     description:
       - A file on the host where the migration writes how far it is, as JSON, replaced atomically as it goes
@@ -254,222 +253,30 @@ commands:
     - tag busybox:latest in image/overlay2/repositories.json
 '''
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.strata.graphdriver.plugins.module_utils import all_drivers  # noqa: F401 pylint: disable=unused-import
-from ansible_collections.strata.graphdriver.plugins.module_utils import containerd_migration, daemon_json, engine_api
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import to_containerd
-from ansible_collections.strata.graphdriver.plugins.module_utils.host_report import storage_opts_dict
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import migrate, new
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.engine import EngineRunning
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.imagestore import ImageStore
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.layerstore import LayerStore
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.progress import ProgressFile
-
-CONTAINERD = to_containerd.TARGET
-GRAPHDRIVERS = ['btrfs', 'devicemapper', 'fuse-overlayfs', 'overlay2', 'vfs', 'zfs']
-DRIVERS = sorted(GRAPHDRIVERS + [CONTAINERD])
-GRAPHDRIVER_SOURCES = sorted(['aufs', 'overlay'] + GRAPHDRIVERS)   # aufs and overlay: read-only sources
-SOURCES = sorted(GRAPHDRIVER_SOURCES + [CONTAINERD])
-
-
-def _has_entries(path):
-    try:
-        return bool(os.listdir(path))
-    except OSError:
-        return False
-
-
-def drivers_with_state(data_root):
-    """Drivers with a non-empty home or image store under the data-root.
-
-    Unlike Docker's prior-state scan this counts vfs too: it is a common
-    source of a migration (the fallback where overlay2 was refused).
-    """
-    # graphdrivers only: <data-root>/containerd is every engine's containerd (20.10's runs containers there)
-    return [d for d in GRAPHDRIVER_SOURCES
-            if _has_entries(os.path.join(data_root, d)) or _has_entries(os.path.join(data_root, 'image', d))]
-
-
-def resolve_source(source, target, data_root, config):
-    """The source driver asked for, else daemon.json's, else the single other one with state.
-
-    daemon.json may already declare the target (switched with force, images
-    hidden): then the images are looked for where the state is.
-    """
-    if source:
-        return source
-    declared = daemon_json.storage_settings(config)[0]
-    if declared and declared != target:
-        return declared
-    candidates = [d for d in drivers_with_state(data_root) if d != target]
-    if len(candidates) == 1:
-        return candidates[0]
-    if not candidates:
-        raise migrate.MigrationError('no driver other than %s holds state under %s and daemon.json declares '
-                                     'none: nothing to migrate from' % (target, data_root))
-    raise migrate.MigrationError('several drivers hold state under %s (%s) and daemon.json declares none: '
-                                 'say which one with source' % (data_root, ', '.join(candidates)))
-
-
-def source_removed_already(data_root, source, target):
-    """A second run of remove_source: the source store is gone, the target holds the images."""
-    return (not os.path.isdir(os.path.join(data_root, 'image', source, 'layerdb'))
-            and os.path.isdir(os.path.join(data_root, 'image', target, 'layerdb')))
-
-
-def layer_sizes(data_root, source, options):
-    """{ChainID: size} of the source's layers, for the steps."""
-    store = LayerStore(data_root, new(source, os.path.join(data_root, source), options, read_only=True),
-                       recover=False)
-    return dict((layer.chain_id, layer.size) for layer in store.layers())
-
-
-def steps(plan, sizes, remove_source):
-    """The steps of a run, in the order migrate() takes them."""
-    out = ['copy layer %s (%d bytes) from %s to %s' % (chain, sizes.get(chain, 0), plan.source, plan.target)
-           for chain in plan.layers_to_copy]
-    out.append('copy image/%s/imagedb and image/%s/distribution to image/%s'
-               % (plan.source, plan.source, plan.target))
-    out += ['carry container %s (init and RW layers, layerdb/mounts, config.v2.json Driver) to %s'
-            % (c, plan.target) for c in plan.containers_to_copy]
-    if plan.tags:
-        out.append('tag %s in image/%s/repositories.json' % (', '.join(plan.tags), plan.target))
-    if remove_source:
-        out.append('remove every %s layer, %s and %s'
-                   % (plan.source, os.path.join(plan.data_root, plan.source),
-                      os.path.join(plan.data_root, 'image', plan.source)))
-    return out
-
-
-def image_view(data_root, driver):
-    """Diff mode's view of one driver: the images and tags its store lists."""
-    store = ImageStore(data_root, driver)
-    return {'driver': driver, 'images': sorted(store.images()), 'tags': sorted(store.tags())}
-
-
-def metadata_missing(data_root, plan, tags):
-    """Check mode: would the target's image configs or tags change?"""
-    target = ImageStore(data_root, plan.target)
-    have, have_tags = target.images(), target.tags()
-    return any(i not in have for i in plan.images) or any(have_tags.get(r) != i for r, i in tags.items())
-
-
-def containerd_main(module):
-    """Onto the containerd image store, or back from it (the rollback)."""
-    p = module.params
-    try:
-        config = daemon_json.read(p['daemon_json'])
-        data_root = os.path.abspath(p['data_root'] or daemon_json.data_root(config))
-        if p['target'] == CONTAINERD:
-            source = resolve_source(p['source'], CONTAINERD, data_root, config)
-            if source not in GRAPHDRIVER_SOURCES:
-                module.fail_json(msg='source %s: the containerd store takes the images of a graphdriver' % source)
-            progress = ProgressFile(p['progress_file']) if p['progress_file'] else None
-            changed, result, commands = containerd_migration.onto_containerd(data_root, source, p, module.check_mode,
-                                                                             progress)
-        else:
-            source = CONTAINERD
-            changed, result, commands = containerd_migration.back_to_graphdriver(data_root, p['target'], p,
-                                                                                 module.check_mode)
-    except EngineRunning as e:
-        module.fail_json(msg='%s; the strata.graphdriver.driver_migration role stops the engine, migrates '
-                             'and starts it again' % e, evidence=e.evidence)
-    except GraphDriverError as e:
-        module.fail_json(msg=str(e))
-    result.update(changed=changed, data_root=data_root, source=source, target=p['target'], commands=commands,
-                  source_removed=False)
-    module.exit_json(**result)
+from ansible_collections.strata.graphdriver.plugins.module_utils import _driver_migration
+from ansible_collections.strata.graphdriver.plugins.module_utils._common import (
+    DATA_ROOT_ARGS, FORCE_ARGS, argument_spec, run_plan)
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            target=dict(type='str', required=True, choices=DRIVERS),
-            source=dict(type='str', choices=SOURCES),
-            data_root=dict(type='path'),
-            daemon_json=dict(type='path', default='/etc/docker/daemon.json'),
+        argument_spec=argument_spec(
+            DATA_ROOT_ARGS, FORCE_ARGS,
+            target=dict(type='str', required=True, choices=_driver_migration.TARGETS),
+            source=dict(type='str', choices=_driver_migration.SOURCES),
             source_options=dict(type='list', elements='str', default=[]),
             target_options=dict(type='list', elements='str', default=[]),
             remove_source=dict(type='bool', default=False),
-            force=dict(type='bool', default=False),
             progress_file=dict(type='path'),
-            snapshotter=dict(type='str', default='overlayfs', choices=list(to_containerd.SNAPSHOTTERS)),
+            snapshotter=dict(type='str', default='overlayfs', choices=_driver_migration.SNAPSHOTTERS),
             containerd_address=dict(type='path'),
         ),
         supports_check_mode=True,
     )
-    p = module.params
-    target = p['target']
-    if CONTAINERD in (target, p['source']):
-        containerd_main(module)
-    if p['remove_source'] and not p['force']:
-        module.fail_json(msg='remove_source deletes the layers of the source driver, the rollback of this '
-                             'migration: set force: true to confirm')
-    try:
-        config = daemon_json.read(p['daemon_json'])
-        data_root = os.path.abspath(p['data_root'] or daemon_json.data_root(config))
-        source = resolve_source(p['source'], target, data_root, config)
-        src_opts, dst_opts = storage_opts_dict(p['source_options']), storage_opts_dict(p['target_options'])
-        result = dict(changed=False, data_root=data_root, source=source, target=target, images=[], tags={},
-                      layers_to_copy=[], bytes_to_copy=0, layers_copied=[], layers_present=[],
-                      containers=[], containers_copied=[], source_removed=False, seconds=0.0, commands=[])
-        if p['remove_source'] and source_removed_already(data_root, source, target):
-            module.exit_json(**result)
-
-        plan = migrate.plan(data_root, source, target, src_opts, dst_opts)
-        tags = ImageStore(data_root, source).tags()
-        before = {'source': image_view(data_root, source), 'target': image_view(data_root, target)}
-        commands = steps(plan, layer_sizes(data_root, source, src_opts) if plan.layers_to_copy else {},
-                         p['remove_source'])
-        if module.check_mode:
-            done = plan
-            changed = (bool(plan.layers_to_copy or plan.containers_to_copy) or metadata_missing(data_root, plan, tags)
-                       or p['remove_source'])
-        else:
-            # the host's engine will run the target: its rules where engines differ
-            done = migrate.migrate(data_root, source, target, src_opts, dst_opts,
-                                   progress=ProgressFile(p['progress_file']) if p['progress_file'] else None,
-                                   engine_version=engine_api.installed_version())
-            changed = done.changed
-            if p['remove_source']:
-                migrate.remove_source(data_root, source, src_opts)
-                changed = True
-            elif not changed:
-                commands = []
-    except EngineRunning as e:
-        module.fail_json(msg='%s; the strata.graphdriver.driver_migration role stops the engine, migrates '
-                             'and starts it again' % e, evidence=e.evidence)
-    except GraphDriverError as e:
-        module.fail_json(msg=str(e))
-
-    result.update(
-        changed=changed,
-        images=plan.images,
-        tags=tags,
-        layers_to_copy=plan.layers_to_copy,
-        bytes_to_copy=plan.bytes_to_copy,
-        bytes_free=plan.bytes_free,
-        layers_copied=done.layers_copied,
-        layers_present=plan.layers_present,
-        containers=plan.containers,
-        containers_copied=done.containers_copied,
-        source_removed=bool(p['remove_source'] and not module.check_mode),
-        seconds=round(done.seconds, 3),
-        commands=commands,
-    )
-    if module._diff:
-        after_source = before['source']
-        if p['remove_source']:
-            after_source = {'driver': source, 'images': [], 'tags': []}
-        after_target = {'driver': target,
-                        'images': sorted(set(before['target']['images']) | set(plan.images)),
-                        'tags': sorted(set(before['target']['tags']) | set(tags))}
-        result['diff'] = {'before': before, 'after': {'source': after_source, 'target': after_target}}
-    module.exit_json(**result)
+    module.exit_json(**run_plan(module, lambda: _driver_migration.plan(module.params),
+                                running_hint=_driver_migration.RUNNING_HINT))
 
 
 if __name__ == '__main__':

@@ -29,6 +29,7 @@ requirements:
   - util-linux (C(blkid), C(wipefs))
 extends_documentation_fragment:
   - strata.graphdriver.attributes
+  - strata.graphdriver.force
   - strata.graphdriver.attributes.CHANGES
 options:
   device:
@@ -56,8 +57,6 @@ options:
   force:
     description:
       - Wipe and format a device that holds something else, destroying it. Devices in use are still refused.
-    type: bool
-    default: false
 seealso:
   - module: strata.graphdriver.btrfs_filesystem
   - module: strata.graphdriver.zfs_pool
@@ -102,35 +101,26 @@ commands:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.strata.graphdriver.plugins.module_utils.filesystem import FSTYPES, FilesystemPlan
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
+from ansible_collections.strata.graphdriver.plugins.module_utils._common import FORCE_ARGS, argument_spec, run_plan
+from ansible_collections.strata.graphdriver.plugins.module_utils._filesystem import FSTYPES, FilesystemPlan
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
+        argument_spec=argument_spec(
+            FORCE_ARGS,
             device=dict(type='path', required=True),
             fstype=dict(type='str', required=True, choices=FSTYPES),
             label=dict(type='str'),
             mkfs_options=dict(type='list', elements='str', default=[]),
             mountpoint=dict(type='path'),
-            force=dict(type='bool', default=False),
         ),
         supports_check_mode=True,
     )
     p = module.params
-    result = dict(changed=False, commands=[])
-    try:
-        plan = FilesystemPlan(p['device'], p['fstype'], label=p['label'], force=p['force'],
-                              mkfs_options=p['mkfs_options'], mountpoint=p['mountpoint'])
-        result.update(changed=plan.changed, adopted=plan.adopted, commands=[str(c) for c in plan.commands])
-        after = plan.after() if module.check_mode or not plan.changed else plan.apply()
-    except GraphDriverError as e:
-        module.fail_json(msg=str(e), **result)
-    result.update(fstype=after['fstype'], uuid=after['uuid'])
-    if module._diff:
-        result['diff'] = {'before': plan.before, 'after': after}
-    module.exit_json(**result)
+    module.exit_json(**run_plan(module, lambda: FilesystemPlan(
+        p['device'], p['fstype'], label=p['label'], force=p['force'], mkfs_options=p['mkfs_options'],
+        mountpoint=p['mountpoint'])))
 
 
 if __name__ == '__main__':

@@ -35,6 +35,7 @@ requirements:
     kernel overlay module for overlay2; none for vfs
 extends_documentation_fragment:
   - strata.graphdriver.attributes
+  - strata.graphdriver.force
   - strata.graphdriver.attributes.CHANGES
   - strata.graphdriver.daemon
 attributes:
@@ -89,8 +90,6 @@ options:
     default: true
   force:
     description: Allow O(state=absent) on a mounted layer (its references are released first).
-    type: bool
-    default: false
 seealso:
   - module: strata.graphdriver.driver_info
 '''
@@ -182,24 +181,21 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.strata.graphdriver.plugins.module_utils import daemon_json
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import engine, new
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
-from ansible_collections.strata.graphdriver.plugins.module_utils.layer_state import LayerState, describe, is_mounted
-
-from ansible_collections.strata.graphdriver.plugins.module_utils import all_drivers  # noqa: F401 pylint: disable=unused-import
-
-DRIVERS = ['btrfs', 'devicemapper', 'fuse-overlayfs', 'overlay2', 'vfs', 'zfs']
+from ansible_collections.strata.graphdriver.plugins.module_utils import _all_drivers  # noqa: F401 pylint: disable=unused-import
+from ansible_collections.strata.graphdriver.plugins.module_utils._common import (
+    DATA_ROOT_ARGS, FORCE_ARGS, argument_spec, data_root_of, run_plan)
+from ansible_collections.strata.graphdriver.plugins.module_utils._layer import LayerPlan
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import new, registered
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.dataroot import DataRoot
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
+        argument_spec=argument_spec(
+            DATA_ROOT_ARGS, FORCE_ARGS,
             id=dict(type='str', required=True, aliases=['name']),
-            driver=dict(type='str', required=True, choices=DRIVERS),
+            driver=dict(type='str', required=True, choices=registered()),
             home=dict(type='path'),
-            data_root=dict(type='path'),
-            daemon_json=dict(type='path', default=daemon_json.DEFAULT_PATH),
             options=dict(type='dict', default={}),
             state=dict(type='str', default='present', choices=['present', 'absent', 'mounted', 'unmounted']),
             parent=dict(type='str'),
@@ -207,46 +203,25 @@ def main():
             size=dict(type='str'),
             tar=dict(type='path'),
             digest=dict(type='bool', default=True),
-            force=dict(type='bool', default=False),
         ),
         supports_check_mode=True,
     )
     p = module.params
-    result = dict(changed=False, id=p['id'], home=p['home'], commands=[], layer_path=None)
-    try:
-        data_root = p['data_root'] or daemon_json.data_root(daemon_json.read(p['daemon_json']))
-    except GraphDriverError as e:
-        module.fail_json(msg=str(e), **result)
-    home = result['home'] = p['home'] or os.path.join(data_root, p['driver'])
+    result = dict(id=p['id'], home=p['home'], layer_path=None)
     if p['tar'] and not os.path.isfile(p['tar']):
-        module.fail_json(msg='layer tar %s does not exist on the host: copy it there first' % p['tar'], **result)
-    try:
-        engine.ensure_stopped(os.path.dirname(os.path.abspath(home)))
+        module.fail_json(msg='layer tar %s does not exist on the host: copy it there first' % p['tar'],
+                         changed=False, commands=[], **result)
+
+    def make_plan():
+        home = p['home'] or data_root_of(p)[0].home(p['driver'])
+        # the home's parent is the data-root a running engine would use
+        DataRoot(os.path.dirname(home)).ensure_stopped()
         drv = new(p['driver'], home, dict((k, str(v)) for k, v in p['options'].items()),
                   read_only=module.check_mode)
-        before = observe(drv, p['id'])
-        state = LayerState(drv, p['id'], parent=p['parent'], read_write=p['read_write'], size=p['size'],
-                           tar=p['tar'], force=p['force'])
-        changed = getattr(state, p['state'])(module.check_mode)
-        after = observe(drv, p['id'])
-        if module.check_mode and changed:
-            # Nothing was done: say what would be.
-            exists = p['state'] in ('present', 'mounted')
-            after = {'exists': exists,
-                     'mounted': p['state'] == 'mounted' and drv.get_mounts(p['id'], p['parent'])}
-        result.update(after, changed=changed, commands=state.commands, layer_path=state.path)
-        # Measuring may mount the layer (a naive diff): never in check mode.
-        if after['exists'] and drv.exists(p['id']) and not module.check_mode:
-            result.update(describe(drv, p['id'], p['parent'], p['digest']))
-    except GraphDriverError as e:
-        module.fail_json(msg=str(e), **result)
-    if module._diff:
-        result['diff'] = {'before': before, 'after': after}
-    module.exit_json(**result)
+        return LayerPlan(drv, p['id'], p['state'], digest=p['digest'], parent=p['parent'],
+                         read_write=p['read_write'], size=p['size'], tar=p['tar'], force=p['force'])
 
-
-def observe(drv, layer_id):
-    return {'exists': drv.exists(layer_id), 'mounted': is_mounted(drv, layer_id)}
+    module.exit_json(**run_plan(module, make_plan, result=result))
 
 
 if __name__ == '__main__':

@@ -27,6 +27,7 @@ requirements:
   - the tools of the driver declared, for its support to be checked (see M(strata.graphdriver.driver_info))
 extends_documentation_fragment:
   - strata.graphdriver.attributes
+  - strata.graphdriver.force
   - strata.graphdriver.daemon
   - strata.graphdriver.daemon.DOCKER_HOST
   - strata.graphdriver.attributes.CHANGES
@@ -65,8 +66,6 @@ options:
     description:
       - Declare the driver even when that hides the images kept by another driver under the data-root.
       - Never makes an unsupported driver acceptable.
-    type: bool
-    default: false
   check_running:
     description:
       - Fail unless an engine answers on O(docker_host) and really uses the declared driver.
@@ -172,64 +171,39 @@ commands:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.strata.graphdriver.plugins.module_utils import daemon_json, driver_config
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
-
-DRIVERS = ['auto', 'btrfs', 'devicemapper', 'fuse-overlayfs', 'native', 'overlay2', 'overlayfs', 'vfs', 'zfs']
+from ansible_collections.strata.graphdriver.plugins.module_utils import _storage_driver
+from ansible_collections.strata.graphdriver.plugins.module_utils._common import (
+    DATA_ROOT_ARGS, DOCKER_HOST_ARGS, FORCE_ARGS, argument_spec, run_plan)
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            name=dict(type='str', required=True, choices=DRIVERS),
+        argument_spec=argument_spec(
+            DATA_ROOT_ARGS, DOCKER_HOST_ARGS, FORCE_ARGS,
+            name=dict(type='str', required=True, choices=_storage_driver.NAMES),
             storage_opts=dict(type='list', elements='str'),
-            data_root=dict(type='path'),
-            daemon_json=dict(type='path', default='/etc/docker/daemon.json'),
-            docker_host=dict(type='str', default='unix:///var/run/docker.sock'),
             engine_version=dict(type='str'),
-            force=dict(type='bool', default=False),
             check_running=dict(type='bool', default=False),
             image_store=dict(type='str', choices=['containerd', 'graphdriver']),
         ),
         supports_check_mode=True,
     )
     p = module.params
-    try:
-        plan = driver_config.plan(p['name'], storage_opts=p['storage_opts'], data_root=p['data_root'],
-                                  path=p['daemon_json'], docker_host=p['docker_host'],
-                                  engine_version=p['engine_version'], force=p['force'],
-                                  image_store=p['image_store'])
-        if not module.check_mode:
-            plan.apply()
-    except GraphDriverError as e:
-        module.fail_json(msg=str(e))
 
-    report = plan.report
-    result = dict(
-        changed=plan.changed,
-        driver=plan.driver,
-        image_store='containerd' if daemon_json.containerd_store(plan.after) else 'graphdriver',
-        storage_opts=list(plan.after.get('storage-opts') or []),
-        path=p['daemon_json'],
-        restart_required=plan.restart_required,
-        running_driver=plan.running_driver,
-        pick=report.get('pick'),
-        pick_reason=report.get('pick_reason'),
-        prior_state=driver_config.prior_drivers(report),
-        supported=sorted(n for n, d in (report.get('drivers') or {}).items() if d.get('supported')),
-        commands=[],
-    )
-    if module._diff:
-        result['diff'] = plan.diff()
-    if p['check_running']:
+    def verify_running(plan):
+        if not p['check_running']:
+            return None
         if plan.running is None:
-            module.fail_json(msg='check_running: no Docker engine answers on %s; start it, then run again'
-                             % p['docker_host'], **result)
+            return 'check_running: no Docker engine answers on %s; start it, then run again' % p['docker_host']
         if plan.running_driver != plan.driver:
-            module.fail_json(msg='check_running: the engine on %s runs the %s driver but %s declares %s: '
-                                 'restart the engine' % (p['docker_host'], plan.running_driver,
-                                                         p['daemon_json'], plan.driver), **result)
-    module.exit_json(**result)
+            return ('check_running: the engine on %s runs the %s driver but %s declares %s: restart the engine'
+                    % (p['docker_host'], plan.running_driver, p['daemon_json'], plan.driver))
+        return None
+
+    module.exit_json(**run_plan(module, lambda: _storage_driver.plan(
+        p['name'], storage_opts=p['storage_opts'], data_root=p['data_root'], path=p['daemon_json'],
+        docker_host=p['docker_host'], engine_version=p['engine_version'], force=p['force'],
+        image_store=p['image_store']), verify=verify_running))
 
 
 if __name__ == '__main__':

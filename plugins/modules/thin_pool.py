@@ -39,6 +39,7 @@ requirements:
   - util-linux (C(blkid), C(wipefs))
 extends_documentation_fragment:
   - strata.graphdriver.attributes
+  - strata.graphdriver.force
   - strata.graphdriver.attributes.CHANGES
 options:
   vg:
@@ -107,8 +108,6 @@ options:
     description:
       - Write over devices holding a signature (they are wiped with C(wipefs --all) first), and confirm
         O(state=absent). Devices in use, and a pool Docker's devices still hold, are refused even then.
-    type: bool
-    default: false
 notes:
   - The profile file is left in place by O(state=absent).
 seealso:
@@ -277,13 +276,14 @@ commands:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
-from ansible_collections.strata.graphdriver.plugins.module_utils.thinpool import ThinPoolPlan
+from ansible_collections.strata.graphdriver.plugins.module_utils._common import FORCE_ARGS, argument_spec, run_plan
+from ansible_collections.strata.graphdriver.plugins.module_utils._thin_pool import ThinPoolPlan
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
+        argument_spec=argument_spec(
+            FORCE_ARGS,
             vg=dict(type='str', required=True),
             name=dict(type='str', default='thinpool'),
             devices=dict(type='list', elements='path', default=[]),
@@ -297,32 +297,15 @@ def main():
             autoextend_percent=dict(type='int', default=20),
             monitor=dict(type='bool', default=True),
             remove_unlisted=dict(type='bool', default=False),
-            force=dict(type='bool', default=False),
         ),
         supports_check_mode=True,
     )
     p = module.params
-    result = dict(changed=False, vg=p['vg'], commands=[])
-    try:
-        plan = ThinPoolPlan(p['vg'], p['name'], p['devices'], state=p['state'], size=p['size'],
-                            metadata_size=p['metadata_size'], chunk_size=p['chunk_size'], zero=p['zero'],
-                            profile=p['profile'], autoextend_threshold=p['autoextend_threshold'],
-                            autoextend_percent=p['autoextend_percent'], monitor=p['monitor'],
-                            remove_unlisted=p['remove_unlisted'], force=p['force'])
-        result.update(changed=plan.changed, commands=[str(c) for c in plan.commands], created=plan.created,
-                      grown=plan.grown, destroyed=plan.destroyed, added=plan.added, removed=plan.removed,
-                      unlisted_devices=plan.unlisted, profile_file=plan.profile)
-        if module.check_mode:
-            after = plan.planned()
-        else:
-            plan.apply()
-            after = plan.snapshot() if plan.changed else plan.before
-    except GraphDriverError as e:
-        module.fail_json(msg=str(e), **result)
-    result.update(devices=after.get('pvs', []), pool=after.get('pool'))
-    if module._diff:
-        result['diff'] = {'before': plan.before, 'after': after}
-    module.exit_json(**result)
+    module.exit_json(**run_plan(module, lambda: ThinPoolPlan(
+        p['vg'], p['name'], p['devices'], state=p['state'], size=p['size'], metadata_size=p['metadata_size'],
+        chunk_size=p['chunk_size'], zero=p['zero'], profile=p['profile'],
+        autoextend_threshold=p['autoextend_threshold'], autoextend_percent=p['autoextend_percent'],
+        monitor=p['monitor'], remove_unlisted=p['remove_unlisted'], force=p['force']), result={'vg': p['vg']}))
 
 
 if __name__ == '__main__':

@@ -31,6 +31,7 @@ requirements:
   - util-linux (C(blkid), C(wipefs))
 extends_documentation_fragment:
   - strata.graphdriver.attributes
+  - strata.graphdriver.force
   - strata.graphdriver.attributes.CHANGES
 options:
   name:
@@ -91,8 +92,6 @@ options:
     description:
       - Use devices holding another signature (C(zpool create -f)), destroying what they hold; confirm
         O(state=absent). Devices in use are still refused.
-    type: bool
-    default: false
 seealso:
   - module: strata.graphdriver.btrfs_filesystem
   - name: ZFS storage driver
@@ -188,13 +187,14 @@ commands:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.formatters import human_to_bytes
 
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
-from ansible_collections.strata.graphdriver.plugins.module_utils.zpool import ZpoolPlan
+from ansible_collections.strata.graphdriver.plugins.module_utils._common import FORCE_ARGS, argument_spec, run_plan
+from ansible_collections.strata.graphdriver.plugins.module_utils._zfs_pool import ZpoolPlan
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
+        argument_spec=argument_spec(
+            FORCE_ARGS,
             name=dict(type='str', required=True),
             state=dict(type='str', default='present', choices=['present', 'absent']),
             vdevs=dict(type='list', elements='dict', options=dict(
@@ -209,56 +209,21 @@ def main():
             mountpoint=dict(type='path'),
             properties=dict(type='dict', default={}),
             remove_unlisted=dict(type='bool', default=False),
-            force=dict(type='bool', default=False),
         ),
         required_if=[('state', 'present', ['vdevs'])],
         supports_check_mode=True,
     )
     p = module.params
-    result = dict(changed=False, name=p['name'], commands=[])
     file_size = None
     if p['file_size']:
         try:
             file_size = human_to_bytes(p['file_size'])
         except ValueError as e:
-            module.fail_json(msg='file_size %r: %s' % (p['file_size'], e), **result)
-    try:
-        plan = ZpoolPlan(p['name'], p['vdevs'], state=p['state'], dataset=p['dataset'],
-                         mountpoint=p['mountpoint'], properties=p['properties'],
-                         root_mountpoint=p['root_mountpoint'], pool_properties=p['pool_properties'],
-                         file_size=file_size, remove_unlisted=p['remove_unlisted'], force=p['force'])
-        result.update(changed=plan.changed, commands=[str(c) for c in plan.commands],
-                      created=plan.created, destroyed=plan.destroyed, added=plan.added,
-                      removed=plan.removed, unlisted_vdevs=plan.unlisted,
-                      files_created=[f[0] for f in plan.files])
-        if module.check_mode:
-            after = planned_state(plan, p)
-        else:
-            plan.apply()
-            after = plan.snapshot(p['dataset'])
-    except GraphDriverError as e:
-        module.fail_json(msg=str(e), **result)
-    result['vdevs'] = (after or {}).get('vdevs', [])
-    result['dataset'] = (after or {}).get('dataset')
-    if module._diff:
-        result['diff'] = {'before': plan.before or {}, 'after': after or {}}
-    module.exit_json(**result)
-
-
-def planned_state(plan, p):
-    if p['state'] == 'absent':
-        return None
-    before = plan.before or {'name': plan.name, 'vdevs': []}
-    vdevs = [] if plan.created else [dict(v) for v in before['vdevs']]
-    removed = set(d for v in plan.removed for d in v['devices'])
-    vdevs = [dict(v, devices=[d for d in v['devices'] if d not in removed]) for v in vdevs]
-    vdevs = [v for v in vdevs if v['devices']]
-    vdevs += [{'type': v['type'], 'devices': list(v['devices'])} for v in (plan.vdevs if plan.created else plan.added)]
-    state = {'name': plan.name, 'vdevs': vdevs}
-    if p['dataset']:
-        state['dataset'] = {'name': getattr(plan, 'dataset', p['dataset']),
-                            'mountpoint': p['mountpoint'] or (before.get('dataset') or {}).get('mountpoint')}
-    return state
+            module.fail_json(msg='file_size %r: %s' % (p['file_size'], e), changed=False, name=p['name'], commands=[])
+    module.exit_json(**run_plan(module, lambda: ZpoolPlan(
+        p['name'], p['vdevs'], state=p['state'], dataset=p['dataset'], mountpoint=p['mountpoint'],
+        properties=p['properties'], root_mountpoint=p['root_mountpoint'], pool_properties=p['pool_properties'],
+        file_size=file_size, remove_unlisted=p['remove_unlisted'], force=p['force']), result={'name': p['name']}))
 
 
 if __name__ == '__main__':

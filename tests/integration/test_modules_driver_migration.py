@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.strata.graphdriver.plugins.module_utils.engine_api import Engine
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.engine import Engine
 from tests.support import dockerd as dockerd_support
 from tests.support import images
 from tests.support.host_state import differences, host_state

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from ansible_collections.strata.graphdriver.plugins.module_utils import daemon_json
+from ansible_collections.strata.graphdriver.plugins.module_utils import _daemon_json as daemon_json
 
 
 def test_missing_or_empty_file_is_empty_config(tmp_path):

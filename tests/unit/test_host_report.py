@@ -1,6 +1,7 @@
 """The warnings an operator sees in driver_info and the fleet audit."""
 
-from ansible_collections.strata.graphdriver.plugins.module_utils.host_report import storage_opts_dict, warnings
+from ansible_collections.strata.graphdriver.plugins.module_utils._driver_info import warnings
+from ansible_collections.strata.graphdriver.plugins.module_utils._daemon_json import storage_opts_dict
 
 
 def facts(**kw):

@@ -1,6 +1,6 @@
 """Reading a pool's layout from `zpool status` (kernel ZFS and zfs-fuse print it alike)."""
 
-from ansible_collections.strata.graphdriver.plugins.module_utils.zpool import parse_status, property_value, vdev_args
+from ansible_collections.strata.graphdriver.plugins.module_utils._zfs_pool import parse_status, property_value, vdev_args
 
 STATUS = """  pool: tank
  state: ONLINE

@@ -23,6 +23,7 @@ moby daemon/daemon.go (NewDaemon: ``image/<driver>``, ``layerdb``,
 import os
 
 from . import engine
+from .driver import new
 
 DEFAULT = engine.DEFAULT_DATA_ROOT
 
@@ -81,6 +82,10 @@ class DataRoot(object):
     def containerd(self):
         """Where dockerd keeps the containerd it starts itself."""
         return os.path.join(self.path, "containerd", "daemon")
+
+    def driver(self, name, options=None, read_only=False, engine_version=None):
+        """Driver ``name`` opened over its home here (driver.new)."""
+        return new(name, self.home(name), options, read_only=read_only, engine_version=engine_version)
 
     # what holds state
     def has_layer_store(self, driver):

@@ -26,8 +26,8 @@ import os
 import shutil
 import time
 
-from . import containers, engine
-from .driver import new
+from . import containers
+from .dataroot import DataRoot
 from .errors import GraphDriverError
 from .backingfs import nearest_existing
 from .fileutil import atomic_write, makedirs
@@ -93,22 +93,21 @@ def plan(data_root, source, target, source_options=None, target_options=None):
 
 def _planned(data_root, source, target, source_options, target_options):
     """(Plan, source layers parents first, source store), read-only."""
-    engine.ensure_stopped(data_root)
+    root = DataRoot(data_root)
+    root.ensure_stopped()
     if source == target:
         raise MigrationError("source and target driver are both %s" % source)
-    supported, reason = check_driver(target, os.path.join(data_root, target), target_options)
+    supported, reason = check_driver(target, root.home(target), target_options)
     if not supported:
         raise MigrationError("cannot migrate to %s here: %s" % (target, reason))
-    if not os.path.isdir(os.path.join(data_root, "image", source, "layerdb")):
+    if not root.has_layer_store(source):
         raise MigrationError("%s has no %s layer store (image/%s/layerdb)"
                              % (data_root, source, source))
     # The source is read, never written: switching back is the rollback.
-    src = new(source, os.path.join(data_root, source), source_options, read_only=True)
-    src_store = LayerStore(data_root, src, recover=False)
+    src_store = LayerStore(data_root, root.driver(source, source_options, read_only=True), recover=False)
     dst_store = None
-    if os.path.isdir(os.path.join(data_root, "image", target, "layerdb")):
-        dst = new(target, os.path.join(data_root, target), target_options, read_only=True)
-        dst_store = LayerStore(data_root, dst, recover=False)
+    if root.has_layer_store(target):
+        dst_store = LayerStore(data_root, root.driver(target, target_options, read_only=True), recover=False)
     p, layers = _plan(data_root, src_store, dst_store, target)
     return p, layers, src_store
 
@@ -138,7 +137,7 @@ def _plan(data_root, src_store, dst_store, target):
             p.bytes_to_copy += p.container_bytes[mount.name]
     # Refused before anything is written: a target filled up half-way is a
     # failure at the worst moment (the engine is stopped).
-    where = nearest_existing(os.path.join(data_root, target))
+    where = nearest_existing(DataRoot(data_root).home(target))
     st = os.statvfs(where)
     p.bytes_free = st.f_bavail * st.f_frsize
     if p.bytes_to_copy > p.bytes_free:
@@ -167,7 +166,7 @@ def migrate(data_root, source, target, source_options=None, target_options=None,
     # target's home or layer store is made; what the target lacks does not
     # change when it is opened for writing.
     p, layers, src_store = _planned(data_root, source, target, source_options, target_options)
-    dst = new(target, os.path.join(data_root, target), target_options, engine_version=engine_version)
+    dst = DataRoot(data_root).driver(target, target_options, engine_version=engine_version)
     dst_store = LayerStore(data_root, dst, engine_version=engine_version)
     meter = Progress(p, progress, started)
     todo = set(p.layers_to_copy)
@@ -245,8 +244,7 @@ def _copy_layer(src_store, dst_store, layer, meter):
 
 def _copy_image_metadata(data_root, source, target):
     """image/<source>/{imagedb,distribution} and tags into image/<target>/."""
-    src_root = os.path.join(data_root, "image", source)
-    dst_root = os.path.join(data_root, "image", target)
+    src_root, dst_root = DataRoot(data_root).image_root(source), DataRoot(data_root).image_root(target)
     changed = False
     for tree in _IMAGE_TREES:
         top = os.path.join(src_root, tree)
@@ -294,12 +292,13 @@ def _read_bytes(path):
 def remove_source(data_root, source, source_options=None):
     """Delete the source driver's layers and image metadata (after a migration)."""
     data_root = os.path.abspath(data_root)
-    engine.ensure_stopped(data_root)
-    drv = new(source, os.path.join(data_root, source), source_options)
+    root = DataRoot(data_root)
+    root.ensure_stopped()
+    drv = root.driver(source, source_options)
     store = LayerStore(data_root, drv)
     for mount in store.mounts():
         store.remove_rw_layer(mount.name)
     for layer in sorted(store.layers(), key=lambda l: -store.depth(l.chain_id)):
         store.remove(layer.chain_id)
     drv.cleanup()
-    shutil.rmtree(os.path.join(data_root, "image", source), ignore_errors=True)
+    shutil.rmtree(root.image_root(source), ignore_errors=True)

@@ -27,6 +27,7 @@ from .errors import GraphDriverError, NotSupported
 from .overlayutils import supports_d_type as _supports_d_type
 from .priority import parse_version, priority
 
+
 def _refusal_texts(engine_version):
     """Docker's own words for its two refusals, which changed at 23.0
     (driver.go New(): v20.10.24 "Please cleanup ...", "No supported storage

@@ -30,7 +30,7 @@ from . import containerd as c8d
 from . import containers, engine
 from .unpack import apply_layer
 from .backingfs import nearest_existing
-from .driver import new
+from .dataroot import DataRoot
 from .errors import GraphDriverError
 from .imagestore import ImageStore
 from .layerstore import LayerStore, chain_ids
@@ -114,11 +114,11 @@ class Plan(object):
 
 
 def _source(data_root, source, source_options):
-    if not os.path.isdir(os.path.join(data_root, "image", source, "layerdb")):
+    root = DataRoot(data_root)
+    if not root.has_layer_store(source):
         raise ContainerdMigrationError("%s has no %s layer store (image/%s/layerdb)"
                                        % (data_root, source, source))
-    drv = new(source, os.path.join(data_root, source), source_options, read_only=True)
-    return LayerStore(data_root, drv, recover=False)
+    return LayerStore(data_root, root.driver(source, source_options, read_only=True), recover=False)
 
 
 def _names(tags):

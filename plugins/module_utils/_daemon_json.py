@@ -15,11 +15,12 @@ import collections
 import json
 import os
 
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import dataroot, engine
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.fileutil import atomic_write, makedirs
 
-DEFAULT_PATH = "/etc/docker/daemon.json"
-DEFAULT_DATA_ROOT = "/var/lib/docker"
+DEFAULT_PATH = engine.DEFAULT_CONFIG
+DEFAULT_DATA_ROOT = dataroot.DEFAULT
 
 
 class DaemonJsonError(GraphDriverError):
@@ -57,6 +58,15 @@ def render(data):
 def storage_settings(data):
     """(driver or None, list of storage-opts) as the file configures them."""
     return data.get("storage-driver") or None, list(data.get("storage-opts") or [])
+
+
+def storage_opts_dict(opts):
+    """daemon.json's ["overlay2.size=10G"] -> {"overlay2.size": "10G"}."""
+    result = {}
+    for item in opts or []:
+        key, dummy, value = str(item).partition("=")
+        result[key.strip()] = value.strip()
+    return result
 
 
 def data_root(data, default=DEFAULT_DATA_ROOT):

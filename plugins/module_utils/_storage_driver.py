@@ -15,11 +15,11 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.strata.graphdriver.plugins.module_utils import all_drivers  # noqa: F401 pylint: disable=unused-import
-from ansible_collections.strata.graphdriver.plugins.module_utils import daemon_json, engine_api
-from ansible_collections.strata.graphdriver.plugins.module_utils.host_report import storage_opts_dict
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import containerd, selection, to_containerd
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.engine import EngineRunning
+from ansible_collections.strata.graphdriver.plugins.module_utils import _all_drivers  # noqa: F401 pylint: disable=unused-import
+from ansible_collections.strata.graphdriver.plugins.module_utils import _daemon_json as daemon_json
+from ansible_collections.strata.graphdriver.plugins.module_utils._daemon_json import storage_opts_dict
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import engine, registered, selection, to_containerd
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.dataroot import DataRoot
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
 
 
@@ -27,15 +27,11 @@ class Refused(GraphDriverError):
     """The change asked for would break the engine or hide data."""
 
 
-def prior_drivers(report):
-    prior = report.get("prior_state") or []
-    if isinstance(prior, dict):
-        return [k for k, v in prior.items() if v]
-    return list(prior)
-
-
 class Plan(object):
-    """What ``storage_driver`` will do: the file before and after, and why."""
+    """What ``storage_driver`` will do: the file before and after, and why
+    (the plan shape of _common.run_plan; it runs no command)."""
+
+    commands = ()
 
     def __init__(self, path, before, after, driver, report, running):
         self.path = path
@@ -65,26 +61,45 @@ class Plan(object):
             return True
         return self.before.get("storage-opts") != self.after.get("storage-opts")
 
+    def planned(self):
+        return self.after
+
     def apply(self):
         if self.changed:
             daemon_json.write(self.path, self.after)
+        return self.after
 
-    def diff(self):
+    def diff(self, after):
         return {"before": daemon_json.render(self.before) if os.path.exists(self.path) else "",
-                "after": daemon_json.render(self.after),
+                "after": daemon_json.render(after),
                 "before_header": self.path, "after_header": self.path}
+
+    def result(self, after):
+        report = self.report
+        return {
+            "driver": self.driver,
+            "image_store": "containerd" if daemon_json.containerd_store(after) else "graphdriver",
+            "storage_opts": list(after.get("storage-opts") or []),
+            "path": self.path,
+            "restart_required": self.restart_required,
+            "running_driver": self.running_driver,
+            "pick": report.get("pick"),
+            "pick_reason": report.get("pick_reason"),
+            "prior_state": list(report.get("prior_state") or []),
+            "supported": sorted(n for n, d in (report.get("drivers") or {}).items() if d.get("supported")),
+        }
 
 
 def plan(name, storage_opts=None, data_root=None, path=daemon_json.DEFAULT_PATH,
-         docker_host=engine_api.DEFAULT_HOST, engine_version=None, force=False, image_store=None):
+         docker_host=engine.DEFAULT_HOST, engine_version=None, force=False, image_store=None):
     """The Plan for declaring ``name`` ('auto' = Docker's pick); Refused when unsafe.
 
     ``image_store``: 'graphdriver', 'containerd' (Docker's containerd image
     store, ``name`` then a snapshotter), or None to keep the file's."""
     before = daemon_json.read(path)
     root = data_root or daemon_json.data_root(before)
-    running = engine_api.running_engine(docker_host)
-    version = engine_version or (running or {}).get("version") or engine_api.installed_version()
+    running = engine.running_engine(docker_host)
+    version = engine_version or (running or {}).get("version") or engine.installed_version()
     current_opts = daemon_json.storage_settings(before)[1]
     opts = storage_opts_dict(current_opts if storage_opts is None else storage_opts)
     was_containerd = daemon_json.containerd_store(before)
@@ -95,7 +110,7 @@ def plan(name, storage_opts=None, data_root=None, path=daemon_json.DEFAULT_PATH,
     if was_containerd and not force and _containerd_holds_images(root):
         raise Refused("turning the containerd image store off would hide the images it keeps under %s: "
                       "set force: true to switch anyway (a rollback of strata.graphdriver.driver_migration "
-                      "to containerd does so)" % containerd.root_of(root))
+                      "to containerd does so)" % DataRoot(root).containerd)
     if name in SNAPSHOTTER_ONLY:
         raise Refused("%s is a containerd snapshotter: declare it with image_store: containerd" % name)
     # configured=None: what Docker would do on its own is what 'auto' means.
@@ -115,13 +130,13 @@ def plan(name, storage_opts=None, data_root=None, path=daemon_json.DEFAULT_PATH,
         raise Refused("storage driver %s cannot run on this host with data-root %s (backing filesystem %s): %s"
                       % (driver, root, report.get("backing_fs"), status.get("reason")))
 
-    prior = prior_drivers(report)
+    prior = list(report.get("prior_state") or [])
     hidden = [d for d in prior if d != driver]
     if hidden and not force:
         raise Refused("declaring %s would hide the images kept by %s under %s: migrate them first "
                       "(strata.graphdriver.driver_migration), remove those directories, or set force: true "
                       "to switch anyway" % (driver, ", ".join(hidden),
-                                            ", ".join(os.path.join(root, d) for d in hidden)))
+                                            ", ".join(DataRoot(root).home(d) for d in hidden)))
 
     after = daemon_json.with_storage(before, driver, storage_opts)
     if was_containerd:
@@ -129,7 +144,10 @@ def plan(name, storage_opts=None, data_root=None, path=daemon_json.DEFAULT_PATH,
     return Plan(path, before, after, driver, report, running)
 
 
-SNAPSHOTTER_ONLY = ("native", "overlayfs")
+# The containerd snapshotters that are no graphdriver's name.
+SNAPSHOTTER_ONLY = tuple(sorted(set(to_containerd.SNAPSHOTTERS) - set(registered())))
+# What O(name) takes.
+NAMES = sorted(["auto"] + registered() + list(SNAPSHOTTER_ONLY))
 CONTAINERD_STORE_SINCE = 24     # features.containerd-snapshotter came with Engine 24.0
 
 
@@ -168,16 +186,10 @@ def _hidden_by_containerd(root):
     """What of each graphdriver store under ``root`` (vfs included, which
     Docker's prior-state scan leaves out) the containerd store lacks, in words."""
     out = []
-    try:
-        stores = sorted(os.listdir(os.path.join(root, "image")))
-    except OSError:
-        stores = []
-    for driver in stores:
-        if not os.path.isdir(os.path.join(root, "image", driver, "layerdb")):
-            continue
+    for driver in DataRoot(root).layer_stores():
         try:
             p = to_containerd.plan(root, driver)
-        except EngineRunning:
+        except engine.EngineRunning:
             raise Refused("the engine is running on %s: stop it so that its %s store can be compared with the "
                           "containerd store, or set force: true" % (root, driver))
         if p.images_to_copy or p.containers_to_copy:
@@ -189,7 +201,7 @@ def _hidden_by_containerd(root):
 def _containerd_holds_images(root):
     """Content blobs in the data-root's containerd: only its image store
     writes them (Engine 20.10-23 use containerd for containers alone)."""
-    blobs = os.path.join(containerd.root_of(root), "io.containerd.content.v1.content", "blobs", "sha256")
+    blobs = os.path.join(DataRoot(root).containerd, "io.containerd.content.v1.content", "blobs", "sha256")
     try:
         return bool(os.listdir(blobs))
     except OSError:

@@ -29,7 +29,7 @@ import json
 import os
 import re
 
-from ansible_collections.strata.graphdriver.plugins.module_utils import blockdev
+from ansible_collections.strata.graphdriver.plugins.module_utils import _blockdev as blockdev
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.command import Command
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import CommandError, GraphDriverError
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.fileutil import atomic_write, makedirs
@@ -438,6 +438,12 @@ class ThinPoolPlan(object):
                 cmd.run(timeout=600)
             except CommandError as e:
                 raise ThinPoolError("%s; volume group %s is as the commands before left it" % (e, self.vg))
+        return self.snapshot() if self.changed else self.before
+
+    def result(self, after):
+        return {"vg": self.vg, "created": self.created, "grown": self.grown, "destroyed": self.destroyed,
+                "added": self.added, "removed": self.removed, "unlisted_devices": self.unlisted,
+                "profile_file": self.profile, "devices": after.get("pvs", []), "pool": after.get("pool")}
 
     def snapshot(self, vg_info=None, facts=None):
         """The state diff mode shows: PVs, VG size and free space, the pool."""

@@ -163,3 +163,39 @@ class LayerState(object):
             for dummy in range(count):
                 drv.put(self.id)
         return True
+
+
+def observe(drv, layer_id):
+    return {"exists": drv.exists(layer_id), "mounted": is_mounted(drv, layer_id)}
+
+
+class LayerPlan(object):
+    """The plan shape (_common.run_plan) over LayerState: the state's
+    method run in check mode gives the commands, run for real it applies."""
+
+    def __init__(self, drv, layer_id, state, digest=True, **options):
+        self.drv, self.id, self.state, self.digest, self.options = drv, layer_id, state, digest, options
+        self.before = observe(drv, layer_id)
+        probe = LayerState(drv, layer_id, **options)
+        self.changed = getattr(probe, state)(True)
+        self.commands = probe.commands
+        self.path = probe.path
+        self.measured = {}
+
+    def planned(self):
+        if not self.changed:
+            return observe(self.drv, self.id)
+        return {"exists": self.state in ("present", "mounted"),
+                "mounted": self.state == "mounted" and self.drv.get_mounts(self.id, self.options.get("parent"))}
+
+    def apply(self):
+        run = LayerState(self.drv, self.id, **self.options)
+        getattr(run, self.state)(False)
+        self.path = run.path
+        # Measuring may mount the layer (a naive diff): never in check mode.
+        if self.drv.exists(self.id):
+            self.measured = describe(self.drv, self.id, self.options.get("parent"), self.digest)
+        return observe(self.drv, self.id)
+
+    def result(self, after):
+        return dict(after, id=self.id, home=self.drv.home, layer_path=self.path, **self.measured)

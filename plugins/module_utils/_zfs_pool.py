@@ -17,8 +17,9 @@ import os
 import time
 import re
 
-from ansible_collections.strata.graphdriver.plugins.module_utils import blockdev
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.command import Command
+from ansible_collections.strata.graphdriver.plugins.module_utils import _blockdev as blockdev
+from ansible_collections.strata.graphdriver.plugins.module_utils._cmd_runner import (
+    CmdRunner, fixed, flag, option, option_each, positional)
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import CommandError, GraphDriverError
 
 VDEV_TYPES = ("stripe", "mirror", "raidz", "raidz1", "raidz2", "raidz3")
@@ -30,8 +31,46 @@ class ZpoolError(GraphDriverError):
     pass
 
 
+def property_value(value):
+    """YAML turns on/off into booleans; ZFS wants the words back."""
+    if value is True:
+        return "on"
+    if value is False:
+        return "off"
+    return str(value)
+
+
 def _norm_type(t):
     return "raidz1" if t == "raidz" else t
+
+
+def vdev_args(vdev):
+    t = _norm_type(vdev["type"])
+    return list(vdev["devices"]) if t == "stripe" else [t] + list(vdev["devices"])
+
+
+def _vdevs(value):
+    return [a for v in (value or []) for a in vdev_args(v)]
+
+
+def _properties(value):
+    return option_each("-o")(dict((k, property_value(v)) for k, v in (value or {}).items()))
+
+
+ZPOOL = CmdRunner(
+    "zpool",
+    create=fixed("create"), add=fixed("add"), attach=fixed("attach"), detach=fixed("detach"),
+    remove=fixed("remove"), destroy=fixed("destroy", "-f"), status=fixed("status"),
+    list_names=fixed("list", "-H", "-o", "name"),
+    force=flag("-f"), properties=_properties, root_mountpoint=option("-m"),
+    pool=positional(), device=positional(), new_device=positional(), vdevs=_vdevs)
+
+ZFS = CmdRunner(
+    "zfs",
+    create=fixed("create", "-p"), set=fixed("set"), list_names=fixed("list", "-H", "-o", "name"),
+    get=fixed("get", "-H", "-o", "property,value"),
+    properties=_properties, names=lambda names: [",".join(names)],
+    assignment=lambda kv: ["%s=%s" % kv], dataset=positional())
 
 
 def parse_status(text):
@@ -75,7 +114,7 @@ def parse_status(text):
 
 def pool_exists(name):
     try:
-        Command("zpool", "list", "-H", "-o", "name", name).run(timeout=60)
+        ZPOOL("list_names pool", pool=name).run(timeout=60)
         return True
     except CommandError:
         return False
@@ -83,7 +122,7 @@ def pool_exists(name):
 
 def pool_vdevs(name):
     try:
-        return parse_status(Command("zpool", "status", name).run(timeout=60))
+        return parse_status(ZPOOL("status pool", pool=name).run(timeout=60))
     except CommandError as e:
         raise ZpoolError("cannot read the layout of pool %s: %s" % (name, e))
 
@@ -91,7 +130,7 @@ def pool_vdevs(name):
 def imported_members():
     """Every vdev path of every imported pool: those must never be reused."""
     try:
-        out = Command("zpool", "list", "-H", "-o", "name").run(timeout=60)
+        out = ZPOOL("list_names").run(timeout=60)
     except GraphDriverError:
         return []
     found = []
@@ -121,22 +160,8 @@ def _resolve(dev):
     return os.path.realpath(os.path.join("/dev", dev))
 
 
-def property_value(value):
-    """YAML turns on/off into booleans; ZFS wants the words back."""
-    if value is True:
-        return "on"
-    if value is False:
-        return "off"
-    return str(value)
-
-
-def vdev_args(vdev):
-    t = _norm_type(vdev["type"])
-    return list(vdev["devices"]) if t == "stripe" else [t] + list(vdev["devices"])
-
-
 def dataset_properties(dataset, names):
-    out = Command(*(["zfs", "get", "-H", "-o", "property,value", ",".join(names), dataset])).run(timeout=60)
+    out = ZFS("get names dataset", names=names, dataset=dataset).run(timeout=60)
     props = {}
     for line in out.splitlines():
         parts = line.split("\t")
@@ -147,7 +172,7 @@ def dataset_properties(dataset, names):
 
 def dataset_exists(dataset):
     try:
-        Command("zfs", "list", "-H", "-o", "name", dataset).run(timeout=60)
+        ZFS("list_names dataset", dataset=dataset).run(timeout=60)
         return True
     except CommandError:
         return False
@@ -158,6 +183,9 @@ class ZpoolPlan(object):
                  root_mountpoint="none", pool_properties=None, file_size=None, remove_unlisted=False,
                  force=False):
         self.name = name
+        self.state = state
+        self.dataset = dataset
+        self.mountpoint = mountpoint
         self.vdevs = [{"type": _norm_type(v.get("type") or "stripe"), "devices": list(v["devices"])}
                       for v in (vdevs or [])]
         self.force = force
@@ -212,15 +240,9 @@ class ZpoolPlan(object):
     def _create(self, root_mountpoint, pool_properties, file_size):
         devices = [d for v in self.vdevs for d in v["devices"]]
         self._new_devices(devices, file_size)
-        argv = ["zpool", "create"]
-        if self.force:
-            argv.append("-f")
-        for k, val in sorted((pool_properties or {}).items()):
-            argv += ["-o", "%s=%s" % (k, property_value(val))]
-        argv += ["-m", root_mountpoint or "none", self.name]
-        for v in self.vdevs:
-            argv += vdev_args(v)
-        self.commands.append(Command(*argv))
+        self.commands.append(ZPOOL("create force properties root_mountpoint pool vdevs", force=self.force,
+                                   properties=pool_properties, root_mountpoint=root_mountpoint or "none",
+                                   pool=self.name, vdevs=self.vdevs))
         self.created = True
 
     def _grow(self, remove_unlisted, file_size):
@@ -235,8 +257,7 @@ class ZpoolPlan(object):
             missing = [d for d in v["devices"] if _resolve(d) not in where]
             if not present:
                 self._new_devices(missing, file_size)
-                argv = ["zpool", "add"] + (["-f"] if self.force else []) + [self.name] + vdev_args(v)
-                self.commands.append(Command(*argv))
+                self.commands.append(ZPOOL("add force pool vdevs", force=self.force, pool=self.name, vdevs=[v]))
                 self.added.append(v)
                 continue
             idx = set(where[_resolve(d)] for d in present)
@@ -253,39 +274,35 @@ class ZpoolPlan(object):
                 self._new_devices(missing, file_size)
                 for d in missing:
                     # attach makes a single disk a mirror, or widens a mirror.
-                    argv = ["zpool", "attach"] + (["-f"] if self.force else [])
-                    self.commands.append(Command(*(argv + [self.name, current[i]["devices"][0], d])))
+                    self.commands.append(ZPOOL("attach force pool device new_device", force=self.force,
+                                               pool=self.name, device=current[i]["devices"][0], new_device=d))
                 self.added.append({"type": "mirror", "devices": missing})
             extra = [d for d in current[i]["devices"] if _resolve(d) not in [_resolve(x) for x in v["devices"]]]
             if extra:
                 self.unlisted.append({"type": current[i]["type"], "devices": extra, "vdev": current[i]["name"]})
                 if remove_unlisted:
                     for d in extra:
-                        self.commands.append(Command("zpool", "detach", self.name, d))
+                        self.commands.append(ZPOOL("detach pool device", pool=self.name, device=d))
                     self.removed.append({"type": current[i]["type"], "devices": extra})
         for i, v in enumerate(current):
             if i not in matched:
                 self.unlisted.append({"type": v["type"], "devices": v["devices"], "vdev": v["name"]})
                 if remove_unlisted:
-                    self.commands.append(Command("zpool", "remove", self.name, v["name"]))
+                    self.commands.append(ZPOOL("remove pool device", pool=self.name, device=v["name"]))
                     self.removed.append({"type": v["type"], "devices": v["devices"]})
 
     def _dataset(self, dataset, mountpoint, properties):
-        full = dataset if dataset.startswith(self.name + "/") else "%s/%s" % (self.name, dataset)
-        self.dataset = full
+        full = self.dataset = self._full(dataset)
         wanted = dict((k, property_value(v)) for k, v in properties.items())
         if mountpoint:
             wanted["mountpoint"] = mountpoint
         if self.created or not dataset_exists(full):
-            argv = ["zfs", "create", "-p"]
-            for k, val in sorted(wanted.items()):
-                argv += ["-o", "%s=%s" % (k, val)]
-            self.commands.append(Command(*(argv + [full])))
+            self.commands.append(ZFS("create properties dataset", properties=wanted, dataset=full))
             return
         have = dataset_properties(full, sorted(wanted)) if wanted else {}
         for k, val in sorted(wanted.items()):
             if have.get(k) != val:
-                self.commands.append(Command("zfs", "set", "%s=%s" % (k, val), full))
+                self.commands.append(ZFS("set assignment dataset", assignment=(k, val), dataset=full))
 
     def _absent(self):
         if not self.exists:
@@ -293,8 +310,11 @@ class ZpoolPlan(object):
         if not self.force:
             raise ZpoolError("state: absent destroys pool %s and every dataset on it: set force: true to "
                              "confirm" % self.name)
-        self.commands.append(Command("zpool", "destroy", "-f", self.name))
+        self.commands.append(ZPOOL("destroy pool", pool=self.name))
         self.destroyed = True
+
+    def _full(self, dataset):
+        return dataset if dataset.startswith(self.name + "/") else "%s/%s" % (self.name, dataset)
 
     @property
     def changed(self):
@@ -309,6 +329,33 @@ class ZpoolPlan(object):
                 _run_retrying_busy(cmd)
             except CommandError as e:
                 raise ZpoolError("%s; pool %s is as the commands before left it" % (e, self.name))
+        return self.snapshot(self.dataset)
+
+    def planned(self):
+        """The pool a run would leave (check mode), from the plan alone."""
+        if self.state == "absent":
+            return None
+        before = self.before or {"name": self.name, "vdevs": []}
+        vdevs = [] if self.created else [dict(v) for v in before["vdevs"]]
+        removed = set(d for v in self.removed for d in v["devices"])
+        vdevs = [dict(v, devices=[d for d in v["devices"] if d not in removed]) for v in vdevs]
+        vdevs = [v for v in vdevs if v["devices"]]
+        vdevs += [{"type": v["type"], "devices": list(v["devices"])}
+                  for v in (self.vdevs if self.created else self.added)]
+        state = {"name": self.name, "vdevs": vdevs}
+        if self.dataset:
+            state["dataset"] = {"name": self.dataset,
+                                "mountpoint": self.mountpoint or (before.get("dataset") or {}).get("mountpoint")}
+        return state
+
+    def result(self, after):
+        return {"name": self.name, "created": self.created, "destroyed": self.destroyed, "added": self.added,
+                "removed": self.removed, "unlisted_vdevs": self.unlisted,
+                "files_created": [f[0] for f in self.files],
+                "vdevs": (after or {}).get("vdevs", []), "dataset": (after or {}).get("dataset")}
+
+    def diff(self, after):
+        return {"before": self.before or {}, "after": after or {}}
 
     def snapshot(self, dataset=None):
         if not pool_exists(self.name):
@@ -316,7 +363,7 @@ class ZpoolPlan(object):
         state = {"name": self.name, "vdevs": [{"type": v["type"], "devices": v["devices"]}
                                               for v in pool_vdevs(self.name)]}
         if dataset:
-            full = dataset if dataset.startswith(self.name + "/") else "%s/%s" % (self.name, dataset)
+            full = self._full(dataset)
             if dataset_exists(full):
                 state["dataset"] = {"name": full, "mountpoint": dataset_properties(full, ["mountpoint"])
                                     .get("mountpoint")}

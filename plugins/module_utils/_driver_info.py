@@ -15,11 +15,12 @@ __metaclass__ = type
 
 import os
 
-from ansible_collections.strata.graphdriver.plugins.module_utils import all_drivers  # noqa: F401 pylint: disable=unused-import
-from ansible_collections.strata.graphdriver.plugins.module_utils import daemon_json, engine_api, thinpool
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import selection
+from ansible_collections.strata.graphdriver.plugins.module_utils import _all_drivers  # noqa: F401 pylint: disable=unused-import
+from ansible_collections.strata.graphdriver.plugins.module_utils import _daemon_json as daemon_json, _thin_pool as thinpool
+from ansible_collections.strata.graphdriver.plugins.module_utils._cmd_runner import CmdRunner, positional
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import engine, selection
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.backingfs import nearest_existing
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.command import Command
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.dataroot import DataRoot
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.mount import mount_of
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.overlayutils import native_diff_problem
@@ -27,6 +28,8 @@ from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.pri
 
 # Drivers Docker removed, by the first engine version without them.
 REMOVED_IN = {"aufs": (24, 0), "overlay": (24, 0), "devicemapper": (25, 0)}
+
+XFS_INFO = CmdRunner("xfs_info", mountpoint=positional())
 
 
 def kernel_filesystems(path="/proc/filesystems"):
@@ -41,7 +44,7 @@ def kernel_filesystems(path="/proc/filesystems"):
 def xfs_ftype(mountpoint):
     """1 or 0 from ``xfs_info``; None when it cannot be told."""
     try:
-        out = Command("xfs_info", mountpoint).run(timeout=30)
+        out = XFS_INFO("mountpoint", mountpoint=mountpoint).run(timeout=30)
     except GraphDriverError:
         return None
     for token in out.replace(",", " ").split():
@@ -55,7 +58,7 @@ def xfs_ftype(mountpoint):
 
 def overlay_native_diff(root):
     """(usable, reason): Docker's probe, run where overlay2's home is (or would be)."""
-    home = os.path.join(root, "overlay2")
+    home = DataRoot(root).home("overlay2")
     where = home if os.path.isdir(home) else nearest_existing(root)
     try:
         problem = native_diff_problem(where)
@@ -64,41 +67,25 @@ def overlay_native_diff(root):
     return problem is None, problem or ""
 
 
-def storage_opts_dict(opts):
-    """daemon.json's ["overlay2.size=10G"] -> {"overlay2.size": "10G"}."""
-    result = {}
-    for item in opts or []:
-        key, dummy, value = str(item).partition("=")
-        result[key.strip()] = value.strip()
-    return result
-
-
-def _prior_state_names(prior_state):
-    if isinstance(prior_state, dict):
-        return [k for k, v in prior_state.items() if v]
-    return list(prior_state or [])
-
-
 def thin_pool_device(configured, opts, running):
     """The thin pool a devicemapper host uses: daemon.json's dm.thinpooldev,
     else the running engine's Pool Name (loop-lvm); None elsewhere."""
     if opts.get("dm.thinpooldev"):
         return opts["dm.thinpooldev"]
-    if running and running.get("driver") == "devicemapper":
-        return (running.get("driver_status") or {}).get("Pool Name")
-    return None
+    # only devicemapper's status has a Pool Name
+    return ((running or {}).get("driver_status") or {}).get("Pool Name")
 
 
 def gather(data_root=None, daemon_json_path=daemon_json.DEFAULT_PATH,
-           docker_host=engine_api.DEFAULT_HOST, engine_version=None, storage_opts=None,
+           docker_host=engine.DEFAULT_HOST, engine_version=None, storage_opts=None,
            thin_pool_threshold=90):
     config = daemon_json.read(daemon_json_path)
     configured, configured_opts = daemon_json.storage_settings(config)
     root = data_root or daemon_json.data_root(config)
-    running = engine_api.running_engine(docker_host)
-    installed = engine_api.installed_version()
+    running = engine.running_engine(docker_host)
+    installed = engine.installed_version()
     version = engine_version or (running or {}).get("version") or installed
-    opts = storage_opts_dict(configured_opts if storage_opts is None else storage_opts)
+    opts = daemon_json.storage_opts_dict(configured_opts if storage_opts is None else storage_opts)
 
     report = selection.driver_report(root, engine_version=version, configured=configured, options=opts)
 
@@ -122,7 +109,7 @@ def gather(data_root=None, daemon_json_path=daemon_json.DEFAULT_PATH,
         "priority": report.get("priority"),
         "drivers": report.get("drivers") or {},
         "supported": sorted(n for n, d in (report.get("drivers") or {}).items() if d.get("supported")),
-        "prior_state": _prior_state_names(report.get("prior_state")),
+        "prior_state": list(report.get("prior_state") or []),
         "pick": report.get("pick"),
         "pick_reason": report.get("pick_reason"),
         "error": report.get("error"),
@@ -147,7 +134,7 @@ def gather(data_root=None, daemon_json_path=daemon_json.DEFAULT_PATH,
 
 def _containerd_default(version):
     v = parse_version(version)
-    return bool(v and v >= engine_api.CONTAINERD_STORE_DEFAULT_SINCE)
+    return bool(v and v >= engine.CONTAINERD_STORE_DEFAULT_SINCE)
 
 
 def warnings(facts):

@@ -11,14 +11,17 @@ it is; anything else on it is refused unless forced (blockdev.claim).
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
-from ansible_collections.strata.graphdriver.plugins.module_utils import blockdev
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.command import Command
+from ansible_collections.strata.graphdriver.plugins.module_utils import _blockdev as blockdev
+from ansible_collections.strata.graphdriver.plugins.module_utils._cmd_runner import CmdRunner, fixed, flag, option, positional
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import CommandError, GraphDriverError
 
-# fstype -> (mkfs argv, its force flag, the longest label it takes)
+# fstype -> (its mkfs, the longest label it takes). xfs: ftype=1 is d_type,
+# which overlay2 needs.
 MKFS = {
-    "xfs": (["mkfs.xfs", "-m", "crc=1", "-n", "ftype=1"], "-f", 12),
-    "ext4": (["mkfs.ext4", "-q"], "-F", 16),
+    "xfs": (CmdRunner("mkfs.xfs", defaults=fixed("-m", "crc=1", "-n", "ftype=1"), force=flag("-f"),
+                      label=option("-L"), options=positional(), device=positional()), 12),
+    "ext4": (CmdRunner("mkfs.ext4", defaults=fixed("-q"), force=flag("-F"), label=option("-L"),
+                       options=positional(), device=positional()), 16),
 }
 FSTYPES = sorted(MKFS)
 
@@ -46,20 +49,20 @@ class FilesystemPlan(object):
         self.commands = []
         if claim.adopted:
             return
-        argv, force_flag, label_max = MKFS[fstype]
-        argv = list(argv) + ([force_flag] if force else [])
-        if label:
-            if len(label) > label_max:
-                raise FilesystemError("label %r is longer than %s allows (%d characters)"
-                                      % (label, fstype, label_max))
-            argv += ["-L", label]
-        self.commands = claim.wipe() + [Command(*(argv + list(mkfs_options) + [device]))]
+        mkfs, label_max = MKFS[fstype]
+        if label and len(label) > label_max:
+            raise FilesystemError("label %r is longer than %s allows (%d characters)" % (label, fstype, label_max))
+        self.commands = claim.wipe() + [mkfs("defaults force label options device", force=force,
+                                             label=label or None, options=list(mkfs_options), device=device)]
 
     @property
     def changed(self):
         return bool(self.commands)
 
-    def after(self):
+    def result(self, after):
+        return {"adopted": self.adopted, "fstype": after["fstype"], "uuid": after["uuid"]}
+
+    def planned(self):
         """The device as the plan leaves it (what it would be, before apply)."""
         if not self.changed:
             return dict(self.before)

@@ -17,8 +17,9 @@ __metaclass__ = type
 import os
 import re
 
-from ansible_collections.strata.graphdriver.plugins.module_utils import blockdev
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.command import Command
+from ansible_collections.strata.graphdriver.plugins.module_utils import _blockdev as blockdev
+from ansible_collections.strata.graphdriver.plugins.module_utils._cmd_runner import (
+    CmdRunner, fixed, flag, option, positional)
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import CommandError, GraphDriverError
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.fileutil import makedirs
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.mount import mounts
@@ -33,10 +34,29 @@ class BtrfsError(GraphDriverError):
     pass
 
 
+BTRFS = CmdRunner(
+    "btrfs",
+    show=fixed("filesystem", "show"), label_set=fixed("filesystem", "label"), scan=fixed("device", "scan"),
+    add=fixed("device", "add"), remove=fixed("device", "remove"),
+    force=flag("-f"), devices=positional(), target=positional(), label=positional(), uuid=positional(),
+    mountpoint=positional())
+MKFS_BTRFS = CmdRunner("mkfs.btrfs", force=flag("-f"), label=option("-L"), data_profile=option("-d"),
+                       metadata_profile=option("-m"), devices=positional())
+MOUNT = CmdRunner("mount", fstype=option("-t"), source=positional(), mountpoint=positional())
+UMOUNT = CmdRunner("umount", mountpoint=positional())
+
+
+def state_of(fs):
+    """The filesystem as diff mode shows it."""
+    if fs is None:
+        return {"exists": False}
+    return {"exists": True, "uuid": fs["uuid"], "label": fs["label"], "devices": list(fs["devices"])}
+
+
 def show(uuid):
     """{"uuid", "label", "devices": [paths]} of the filesystem, None if unknown."""
     try:
-        out = Command("btrfs", "filesystem", "show", uuid).run(timeout=60)
+        out = BTRFS("show uuid", uuid=uuid).run(timeout=60)
     except CommandError:
         return None
     fs = None
@@ -96,32 +116,26 @@ class BtrfsPlan(object):
             self.commands += blockdev.claim(d, self.force).wipe()
         listed = set(os.path.realpath(d) for d in self.devices)
         self.unlisted = [d for d in fs["devices"] if os.path.realpath(d) not in listed]
-        ops = []
+        ops = []    # each: the mountpoint -> the command run there
         if new:
-            ops.append(Command(*(["btrfs", "device", "add"] + (["-f"] if self.force else []) + new + ["{mnt}"])))
+            ops.append(lambda mnt: BTRFS("add force devices mountpoint", force=self.force, devices=new,
+                                         mountpoint=mnt))
             self.added = new
         if remove_unlisted and self.unlisted:
-            ops.append(Command(*(["btrfs", "device", "remove"] + self.unlisted + ["{mnt}"])))
+            ops.append(lambda mnt: BTRFS("remove devices mountpoint", devices=self.unlisted, mountpoint=mnt))
             self.removed = self.unlisted
         if ops:
             self._with_mount(fs, ops)
         if self.label is not None and self.label != (fs["label"] or ""):
             target = mountpoint_of(fs["devices"]) or fs["devices"][0]
-            self.commands.append(Command("btrfs", "filesystem", "label", target, self.label))
+            self.commands.append(BTRFS("label_set target label", target=target, label=self.label))
 
     def _create(self, data_profile, metadata_profile):
         for d in self.devices:
             self.commands += blockdev.claim(d, self.force).wipe()
-        argv = ["mkfs.btrfs"]
-        if self.force:
-            argv.append("-f")
-        if self.label:
-            argv += ["-L", self.label]
-        if data_profile:
-            argv += ["-d", data_profile]
-        if metadata_profile:
-            argv += ["-m", metadata_profile]
-        self.commands.append(Command(*(argv + self.devices)))
+        self.commands.append(MKFS_BTRFS("force label data_profile metadata_profile devices", force=self.force,
+                                        label=self.label or None, data_profile=data_profile,
+                                        metadata_profile=metadata_profile, devices=self.devices))
         self.created = True
 
     def _with_mount(self, fs, ops):
@@ -130,12 +144,12 @@ class BtrfsPlan(object):
         if temporary:
             mnt = os.path.join(RUN_DIR, "btrfs-" + fs["uuid"])
             # The kernel must know every member before a multi-device mount.
-            self.commands.append(Command(*(["btrfs", "device", "scan"] + fs["devices"])))
-            self.commands.append(Command("mount", "-t", "btrfs", fs["devices"][0], mnt))
-        for op in ops:
-            self.commands.append(Command(*[a.replace("{mnt}", mnt) for a in op.argv]))
+            self.commands.append(BTRFS("scan devices", devices=fs["devices"]))
+            self.commands.append(MOUNT("fstype source mountpoint", fstype="btrfs", source=fs["devices"][0],
+                                       mountpoint=mnt))
+        self.commands += [op(mnt) for op in ops]
         if temporary:
-            self.commands.append(Command("umount", mnt))
+            self.commands.append(UMOUNT("mountpoint", mountpoint=mnt))
 
     @property
     def changed(self):
@@ -154,16 +168,33 @@ class BtrfsPlan(object):
         for cmd in self.commands:
             if cmd.argv[0] == "umount":
                 _rmdir(cmd.argv[-1])
+        return state_of(self.current() if self.changed else self.before)
 
     def _unwind(self):
         # Never leave our temporary mount behind after a failure.
         for cmd in self.commands:
             if cmd.argv[0] == "umount":
-                Command("umount", cmd.argv[-1]).run(check=False)
+                UMOUNT("mountpoint", mountpoint=cmd.argv[-1]).run(check=False)
                 _rmdir(cmd.argv[-1])
 
-    def result(self):
-        """The filesystem as it is now (call after apply, or for the plan)."""
+    def planned(self):
+        """The filesystem a run would leave (check mode), from the plan alone."""
+        fs = None if self.created else self.before
+        return {"exists": True, "uuid": fs["uuid"] if fs else None,
+                "label": self.label if self.label is not None else (self.before or {}).get("label"),
+                "devices": ([d for d in fs["devices"] if d not in self.removed] + list(self.added) if fs
+                            else list(self.devices))}
+
+    def result(self, after):
+        return {"created": self.created, "added": self.added, "removed": self.removed,
+                "unlisted_devices": self.unlisted, "uuid": after.get("uuid"), "label": after.get("label"),
+                "devices": after.get("devices", [])}
+
+    def diff(self, after):
+        return {"before": state_of(self.before), "after": after}
+
+    def current(self):
+        """The filesystem as it is now."""
         uuid = None
         for d in self.devices:
             info = blockdev.blkid(d) if os.path.exists(d) else {}
