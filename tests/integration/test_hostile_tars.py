@@ -217,6 +217,90 @@ def test_symlink_then_directory_under_it(world):
                   "evil/sub", BreakoutError)
 
 
+# The applier remembers the directories it resolved (and their descriptors)
+# so that later entries there skip the walk. An entry that swaps a symlink
+# in for such a directory must make the next entry below it walk again.
+
+def swapped(name, linkname, then):
+    """``name``/ made and written into, then replaced by a symlink, then ``then``."""
+    return [member(name, "5"), member(name + "/first", data=b"first"),
+            member(name, "2", linkname=linkname)] + then
+
+
+@pytest.mark.parametrize("linkname", ["outside", "relescape", "../../outside"],
+                         ids=["absolute", "via-escaping-link", "dotdot"])
+def test_remembered_directory_swapped_for_symlink_then_file_under_it(world, linkname):
+    layer, outside = world
+    if linkname == "outside":
+        linkname = outside
+    check_refused(world, swapped("cdir", linkname, [member("cdir/pwned", data=b"!")]),
+                  "cdir" if linkname.startswith("..") else "cdir/pwned", BreakoutError)
+
+
+def test_remembered_directory_swapped_then_directory_and_link_under_it(world):
+    layer, outside = world
+    check_refused(world, swapped("cdir", outside, [member("cdir/sub", "5")]), "cdir/sub",
+                  BreakoutError)
+    check_refused(world, swapped("cdir", outside, [member("cdir/sub", "2", linkname="x")]),
+                  "cdir/sub", BreakoutError)
+    check_refused(world, swapped("cdir", outside, [member("hl", "1", linkname="cdir/secret")]),
+                  "hl", BreakoutError)
+
+
+def test_remembered_parent_swapped_drops_what_is_below_it(world):
+    # d/e was resolved (and held open) below d; d becomes a symlink out.
+    layer, outside = world
+    check_refused(world, [member("d/e/f", data=b"f"), member("d", "2", linkname=outside),
+                          member("d/e/g", data=b"!")], "d/e/g", BreakoutError)
+
+
+def test_existing_directory_swapped_for_symlink_then_file_under_it(world):
+    # etc was there before the layer; resolved by the walk, then written into.
+    layer, outside = world
+    check_refused(world, [member("etc/one", data=b"1"), member("etc", "2", linkname=outside),
+                          member("etc/pwned", data=b"!")], "etc/pwned", BreakoutError)
+
+
+def test_whited_out_directory_then_symlink_then_file_under_it(world):
+    layer, outside = world
+    check_refused(world, [member("cdir", "5"), member("cdir/a", data=b"a"),
+                          member(".wh.cdir"), member("cdir", "2", linkname=outside),
+                          member("cdir/pwned", data=b"!")], "cdir/pwned", BreakoutError)
+
+
+def test_remembered_directory_swapped_for_file_then_file_under_it(world):
+    check_refused(world, [member("cdir", "5"), member("cdir/a", data=b"a"),
+                          member("cdir", data=b"now a file"), member("cdir/b", data=b"b")],
+                  "cdir/b", ArchiveError)
+
+
+def test_remembered_directory_swapped_for_inner_symlink_follows_the_new_link(world):
+    # Docker's chroot follows the new link; a stale memory would write into
+    # the directory the swap moved away (and lose the file).
+    layer, outside = world
+    before = snapshot(outside)
+    data = b"".join(swapped("cdir", "dir", [member("cdir/x", data=b"in")])) + END_OF_ARCHIVE
+    unpack.apply_layer(layer, io.BytesIO(data))
+    assert os.readlink(os.path.join(layer, "cdir")) == "dir"
+    assert open(os.path.join(layer, "dir", "x"), "rb").read() == b"in"
+    assert not os.path.exists(os.path.join(layer, "dir", "first"))
+    assert snapshot(outside) == before
+
+
+def test_swap_after_many_directories_resolves_afresh(world):
+    # More directories than the applier keeps open: the first ones are
+    # remembered without a descriptor, and a swap must forget them too.
+    many = [member("m%04d" % i, "5") for i in range(2100)]
+    check_refused(world, many + [member("m0000/a", data=b"a"),
+                                 member("m0000", "2", linkname=world[1]),
+                                 member("m0000/pwned", data=b"!")], "m0000/pwned",
+                  BreakoutError)
+    layer, outside = world
+    unpack.apply_layer(layer, io.BytesIO(b"".join(
+        many + swapped("m0000", "dir", [member("m0000/x", data=b"in")])) + END_OF_ARCHIVE))
+    assert open(os.path.join(layer, "dir", "x"), "rb").read() == b"in"
+
+
 def test_whiteout_through_symlink(world):
     check_refused(world, [member("escape/.wh.secret")], "escape/.wh.secret", BreakoutError)
 

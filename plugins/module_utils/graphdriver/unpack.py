@@ -149,14 +149,15 @@ class _Applier(object):
         self.resolved = set()
         # Of those in ``dirs``, the ones a new file can be created in right
         # away, the directory journaled already (created by this apply or
-        # its times saved): rel -> (descriptor, plain).
+        # its times saved): rel -> (descriptor, strict; see _update_ready).
         # Plain: a file root creates there is already what a plain tar
         # entry asks for, owner 0:0 (no setgid to another group) and the
         # open(2) mode as given (no default ACL), so fchown and fchmod can
         # be left out; GNU tar makes both calls every time.
         self.ready = {}
         self.plain_dirs = set()
-        self.umask = _current_umask()
+        # mode bits open(2) does not give as asked: the fast path fchmods
+        self.mode_mask = 0o7000 | _current_umask()
         self.root_ids = os.geteuid() == 0 and os.getegid() == 0
         self._check_plain(b"", self.root_fd)
         self.unpacked = set()               # Docker's unpackedPaths
@@ -208,15 +209,17 @@ class _Applier(object):
         self._check_plain(rel, fd)
         return fd
 
-    def _check_plain(self, rel, fd, st=None):
+    def _check_plain(self, rel, fd):
         plain = False
-        if st is None:
-            st = os.fstat(fd)
+        st = os.fstat(fd)
         if not (st.st_mode & stat.S_ISGID and st.st_gid != 0):
             try:
                 plain = _ACL_DEFAULT not in os.listxattr(fd)
             except OSError:
                 pass
+        self._set_plain(rel, plain)
+
+    def _set_plain(self, rel, plain):
         if plain:
             self.plain_dirs.add(rel)
         else:
@@ -226,7 +229,9 @@ class _Applier(object):
     def _update_ready(self, rel):
         fd = self.dirs.get(rel)
         if fd is not None and (rel in self.new or rel in self.journal.saved_times):
-            self.ready[rel] = (fd, rel in self.plain_dirs)
+            # strict: a new file there always gets fchown (if chown) and fchmod
+            strict = rel not in self.plain_dirs or (self.chown and not self.root_ids)
+            self.ready[rel] = (fd, strict)
         else:
             self.ready.pop(rel, None)
 
@@ -408,9 +413,9 @@ class _Applier(object):
         mode &= 0o7777
         # open(2) gives a new file root's ids and mode & ~umask: when that
         # is already what the entry wants, fchown and fchmod are not needed.
-        pfd, plain_dir = ready
-        need_chown = self.chown and (uid or gid or not plain_dir or not self.root_ids)
-        need_chmod = need_chown or mode & (0o7000 | self.umask) or not plain_dir
+        pfd, strict = ready
+        need_chown = self.chown and (strict or uid or gid)
+        need_chmod = need_chown or strict or mode & self.mode_mask
         if entry is None:
             self.current = name
         try:
@@ -563,25 +568,34 @@ class _Applier(object):
             os.close(fd)
 
     def _directory(self, rel, parent, pfd, base, e):
+        made = True
         try:
             os.mkdir(base, 0o700, dir_fd=pfd)
         except FileExistsError:
             st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
+                made = False
                 self._note_meta(rel, pfd, base)     # merge: metadata only
             else:
                 self._move_aside(rel, pfd, base, False)
                 os.mkdir(base, 0o700, dir_fd=pfd)
-                self.journal.created(rel)
-        else:
+        if made:
             self.journal.created(rel)
-        fd = self._dir_fd(rel)
+            fd = self.dirs[rel] = os.open(base, O_DIR, dir_fd=pfd)
+        else:
+            fd = self._dir_fd(rel)
         if self.chown:
             os.fchown(fd, e.uid, e.gid)
         if e.xattrs:
             self._xattrs_fd(fd, e)
         os.fchmod(fd, e.mode & 0o7777)
-        self._check_plain(rel, fd)
+        if made and self.chown and parent in self.plain_dirs:
+            # What it is now is what was just set; a default ACL would
+            # have come from the parent or the entry.
+            self._set_plain(rel, _ACL_DEFAULT not in e.xattrs
+                            and not (e.mode & stat.S_ISGID and e.gid != 0))
+        else:
+            self._check_plain(rel, fd)
         self.dir_times.append((rel, e))
 
     def _apply_root(self, e):
