@@ -13,9 +13,12 @@ from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver imp
     GraphDriverError, LayerNotFound, QuotaError, new)
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.mount import (
     mounts, mounts_under)
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import changes
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.naive import (
+    NaiveDiffDriver)
 from tests.support.backends import backend_home
 
-from .test_overlay2 import BUILD, chain, layout_shape, mode, read
+from .test_overlay2 import BUILD, _base_tree, _change_tree, chain, layout_shape, mode, read
 
 DRIVER = "fuse-overlayfs"
 
@@ -157,3 +160,61 @@ def test_cleanup_unmounts_everything(drv, home):
     assert len(mounts_under(home)) == 2
     drv.cleanup()
     assert mounts_under(home) == []
+
+
+# --- changes(): the upper directory read against the naive walk -----------
+
+def _naive(drv, id, parent):
+    return [(c.kind, c.path) for c in NaiveDiffDriver.changes(drv, id, parent)]
+
+
+def _native(drv, id, parent):
+    """drv.changes, checked to be the upper-dir read (not a fallback)."""
+    got = [(c.kind, c.path) for c in drv.changes(id, parent)]
+    upper = changes.upper_changes(os.path.join(drv.home, id, "diff"), drv._lower_dirs(id),
+                                  changes.FUSE_OVERLAYFS)
+    assert got == [(c.kind, c.path) for c in upper]
+    return got
+
+
+def test_changes_from_the_upper_dir_equal_the_naive_walk(drv, home):
+    """fuse-overlayfs marks deletions and opaque dirs its own way (0/0
+    devices, .wh..wh..opq files next to the xattr): both readings agree."""
+    drv.create("A")
+    _base_tree(drv.get("A"))
+    drv.put("A")
+    drv.create("B", "A")
+    _change_tree(drv.get("B"))
+    drv.put("B")
+    upper = os.path.join(home, "B", "diff")
+    assert stat.S_ISCHR(os.lstat(os.path.join(upper, "etc", "gone")).st_mode)
+    assert os.path.lexists(os.path.join(upper, "var", "opaque", ".wh..wh..opq"))
+    naive = _naive(drv, "B", "A")
+    assert _native(drv, "B", "A") == naive
+    kinds = dict((p, k) for k, p in naive)
+    assert kinds["/etc/gone"] == "D" and kinds["/var/opaque/x"] == "D"
+    assert kinds["/etc/mode"] == "C" and kinds["/var/moved/deep/r2"] == "A"
+    assert not any(".wh." in p for p in kinds)
+    drv.create_read_write("C", "B")
+    top = drv.get("C")
+    with open(os.path.join(top, "var", "opaque", "again"), "w") as f:
+        f.write("again")
+    with open(os.path.join(top, "etc", "gone"), "w") as f:
+        f.write("back")
+    os.unlink(os.path.join(top, "etc", "keep"))
+    drv.put("C")
+    assert _native(drv, "C", "B") == _naive(drv, "C", "B")
+
+
+def test_changes_of_a_layer_applied_with_aufs_whiteouts_equal_the_naive_walk(drv, home):
+    drv.create("A")
+    _base_tree(drv.get("A"))
+    drv.put("A")
+    drv.create("B", "A")
+    drv.apply_diff("B", "A", _layer_tar([
+        ("etc/.wh.gone", b""), ("var/opaque/.wh..wh..opq", b""), ("var/opaque/fresh", b"f"),
+        ("var/dir/sub/.wh.b", b""), ("etc/hostname", b"from a tar")]))
+    assert os.path.isfile(os.path.join(home, "B", "diff", "etc", ".wh.gone"))
+    naive = _naive(drv, "B", "A")
+    assert ("D", "/etc/gone") in naive and ("D", "/var/opaque/x") in naive
+    assert _native(drv, "B", "A") == naive

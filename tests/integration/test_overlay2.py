@@ -14,7 +14,7 @@ import pytest
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import (
     GraphDriverError, LayerExists, LayerNotFound, NotSupported, new)
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import (
-    overlay2 as ov)
+    changes, overlay2 as ov)
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.mount import (
     mounts, mounts_under)
 from tests.support.backends import BACKENDS, Unavailable, backend_home
@@ -485,8 +485,12 @@ def _naive(drv, id, parent):
 
 
 def _native(drv, id, parent):
+    """drv.changes, checked to be the upper-dir read (not a fallback)."""
     assert drv._native(id, parent)
-    return [(c.kind, c.path) for c in drv.changes(id, parent)]
+    got = [(c.kind, c.path) for c in drv.changes(id, parent)]
+    upper = changes.upper_changes(os.path.join(drv.home, id, "diff"), drv._lower_dirs(id))
+    assert got == [(c.kind, c.path) for c in upper]
+    return got
 
 
 @pytest.fixture

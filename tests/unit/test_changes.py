@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.changes import (
-    NeedsKernel, Union, aufs_changes, changes_dirs, changes_size, overlay_changes,
+    FUSE_OVERLAYFS, NeedsKernel, Union, aufs_changes, changes_dirs, changes_size, overlay_changes,
     union_changes, upper_changes)
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.driver import Change
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import (
@@ -229,3 +229,21 @@ def test_upper_changes_refuse_redirects(tmp_path):
     os.setxattr(os.path.join(upper, "moved"), "trusted.overlay.redirect", b"/var")
     with pytest.raises(NeedsKernel):
         upper_changes(upper, lowers)
+
+
+@pytest.mark.skipif(not ROOT, reason="overlay whiteouts are character devices: mknod needs root")
+def test_upper_changes_by_fuse_overlayfs_rules(tmp_path):
+    """fuse-overlayfs also reads .wh.<name> files and .wh..wh..opq, in the
+    upper dir and in the lowers, and never shows a .wh. name."""
+    upper, lowers = _overlay_layers(tmp_path)
+    write(os.path.join(upper, "var", ".wh.a"))                  # a deletion, as a file
+    write(os.path.join(upper, "etc", ".wh..wh..opq"))           # etc/ made opaque
+    write(os.path.join(lowers[0], ".wh.was-dir"))               # mid deleted was-dir/
+    write(os.path.join(lowers[1], "etc", "only-below"))         # hidden by the opaque etc/
+    got = pairs(upper_changes(upper, lowers, FUSE_OVERLAYFS))
+    assert got == pairs(union_changes(Union([upper] + lowers, FUSE_OVERLAYFS),
+                                      Union(lowers, FUSE_OVERLAYFS)))
+    assert ("D", "/var/a") in got and ("D", "/etc/only-below") in got and ("A", "/was-dir") in got
+    assert not [p for k, p in got if ".wh." in p]
+    # the kernel shows those files as files
+    assert ("A", "/var/.wh.a") in pairs(upper_changes(upper, lowers))

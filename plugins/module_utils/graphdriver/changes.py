@@ -350,25 +350,91 @@ def changes_size(root, changes):
 
 
 def _is_whiteout(st):
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+    """A 0/0 character device, or None: a whiteout named by a file."""
+    return st is None or (stat.S_ISCHR(st.st_mode) and st.st_rdev == 0)
+
+
+class OverlayRules(object):
+    """How an overlay implementation marks, in its layer directories, a
+    deleted name and an opaque directory.
+
+    The kernel's overlay (KERNEL): a 0/0 character device hides its name;
+    ``trusted.overlay.opaque=y`` makes a directory opaque. fuse-overlayfs
+    (FUSE_OVERLAYFS, main.c) also reads the aufs-style names that it writes
+    where it cannot mknod, and that the fuse driver's native apply writes:
+    ``.wh.<name>`` hides <name>, ``.wh..wh..opq`` makes its directory
+    opaque, as do its ``user.`` opaque xattrs; and it shows no ``.wh.``
+    name. A redirect or metacopy xattr is refused by both: only the kernel
+    can follow those.
+    """
+
+    def __init__(self, opaque_xattrs, literal):
+        self.opaque_xattrs = opaque_xattrs
+        self.literal = literal
+
+    def entries(self, directory):
+        """(name, path, lstat) of a layer directory as the union reads it:
+        a whiteout file ``.wh.<name>`` is (<name>, path, None)."""
+        with os.scandir(directory) as it:
+            for e in it:
+                if self.literal and e.name.startswith(".wh."):
+                    name = e.name[4:]
+                    if name and not name.startswith(".wh."):
+                        yield name, os.path.join(directory, name), None
+                    continue
+                yield e.name, e.path, e.stat(follow_symlinks=False)
+
+    def lookup(self, directory, name):
+        """(path, lstat or None for a whiteout) of ``name`` in a layer
+        directory; FileNotFoundError when the layer has nothing of it."""
+        path = directory + "/" + name
+        if self.literal:
+            if name.startswith(".wh."):
+                raise FileNotFoundError(path)
+            if os.path.lexists(directory + "/.wh." + name):
+                return path, None
+        return path, os.lstat(path)
+
+    @staticmethod
+    def refuse_redirects(path, xattr_names):
+        """NeedsKernel when ``xattr_names`` (path's listxattr) has a
+        redirect or metacopy xattr."""
+        for name in (REDIRECT_XATTR, METACOPY_XATTR):
+            if name in xattr_names:
+                raise NeedsKernel(
+                    "%s has %s: written by an overlay mount with redirect_dir or metacopy on, "
+                    "which only the kernel can read back" % (path, name))
+
+    def opaque(self, path, xattr_names):
+        """Whether the layer directory ``path`` is opaque (``xattr_names``:
+        its listxattr)."""
+        for name in self.opaque_xattrs:
+            if name in xattr_names and os.getxattr(path, name, follow_symlinks=False) == b"y":
+                return True
+        return self.literal and os.path.lexists(path + "/.wh..wh..opq")
+
+
+KERNEL = OverlayRules((OPAQUE_XATTR,), False)
+FUSE_OVERLAYFS = OverlayRules((OPAQUE_XATTR, "user.overlay.opaque", "user.fuseoverlayfs.opaque"),
+                              True)
 
 
 class Union(object):
     """The tree an overlay mount of ``layers`` (directories, top first, the
     last one the lowest) would show, read from the directories.
 
-    The kernel's rules (fs/overlayfs namei.c, readdir.c): the topmost entry
-    of a name is shown; a 0/0 character device hides the name below it; a
-    directory merges the same-named directories below it until one is a
-    non-directory or it is opaque (``trusted.overlay.opaque=y``). An entry
-    that a redirect or metacopy xattr points elsewhere is refused: only the
-    kernel can follow those. A single layer is a plain tree (no whiteouts):
-    Docker reads a base layer without mounting it.
+    The kernel's rules (fs/overlayfs namei.c, readdir.c), whiteouts and
+    opaque directories as ``rules`` mark them: the topmost entry of a name
+    is shown; a whiteout hides the name below it; a directory merges the
+    same-named directories below it until one is a non-directory or it is
+    opaque. A single layer is a plain tree (no whiteouts): Docker reads a
+    base layer without mounting it.
     """
 
-    def __init__(self, layers):
+    def __init__(self, layers, rules=KERNEL):
         self.layers = [os.path.abspath(os.fsdecode(p)) for p in layers]
         self.bottom = len(self.layers) - 1
+        self.rules = rules if self.bottom else KERNEL
         self.root = self._merge([(i, p, os.lstat(p)) for i, p in enumerate(self.layers)])
 
     def _opaque(self, path, st):
@@ -377,14 +443,8 @@ class Union(object):
             names = os.listxattr(path, follow_symlinks=False)
         except OSError:
             return False
-        for name in (REDIRECT_XATTR, METACOPY_XATTR):
-            if name in names:
-                raise NeedsKernel(
-                    "%s has %s: written by an overlay mount with redirect_dir or metacopy on, "
-                    "which only the kernel can read back" % (path, name))
-        if stat.S_ISDIR(st.st_mode) and OPAQUE_XATTR in names:
-            return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-        return False
+        self.rules.refuse_redirects(path, names)
+        return stat.S_ISDIR(st.st_mode) and self.rules.opaque(path, names)
 
     def _merge(self, found):
         """What the union shows of one name, from its entries in each layer
@@ -407,9 +467,8 @@ class Union(object):
         """name -> shown entries, of the directory ``shown`` (a _merge result)."""
         found = {}
         for i, path, dummy in shown:
-            with os.scandir(path) as it:
-                for e in it:
-                    found.setdefault(e.name, []).append((i, e.path, e.stat(follow_symlinks=False)))
+            for name, child, st in self.rules.entries(path):
+                found.setdefault(name, []).append((i, child, st))
         out = {}
         for name, entries in found.items():
             got = self._merge(entries)     # found top layer first, as shown is ordered
@@ -417,24 +476,27 @@ class Union(object):
                 out[name] = got
         return out
 
+    def child(self, shown, name):
+        """The shown entries of ``name`` in the directory ``shown``."""
+        if not shown or not stat.S_ISDIR(shown[0][2].st_mode):
+            return []
+        found = []
+        for i, path, dummy in shown:
+            try:
+                child, st = self.rules.lookup(path, name)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            found.append((i, child, st))
+        return self._merge(found)
+
     def path(self, rel):
         """The file shown at ``rel`` ('/etc/hosts'; str or bytes), or None."""
         shown = self.root
         for part in os.fsdecode(rel).split("/"):
-            if not part:
-                continue
-            if not stat.S_ISDIR(shown[0][2].st_mode):
-                return None
-            found = []
-            for i, path, dummy in shown:
-                child = os.path.join(path, part)
-                try:
-                    found.append((i, child, os.lstat(child)))
-                except (FileNotFoundError, NotADirectoryError):
-                    pass
-            shown = self._merge(found)
-            if not shown:
-                return None
+            if part:
+                shown = self.child(shown, part)
+                if not shown:
+                    return None
         return shown[0][1]
 
 
@@ -513,42 +575,23 @@ class _UpperWalker(object):
     lower tree they hide) are compared, by the same rules as changes_dirs.
     """
 
-    def __init__(self, upper, lowers):
+    def __init__(self, upper, lowers, rules):
         self.upper = os.path.abspath(os.fsdecode(upper))
-        self.old = Union(lowers)
+        self.old = Union(lowers, rules)
+        self.rules = rules
         self.out = []
 
     def _upper_entries(self, path):
-        """name -> (path, lstat, xattr names) of an upper directory; the
-        whiteouts too (a mount hides them: callers decide)."""
-        found = {}
-        with os.scandir(path) as it:
-            for e in it:
-                st = e.stat(follow_symlinks=False)
-                names = _xattr_names(e.path)
-                for name in (REDIRECT_XATTR, METACOPY_XATTR):
-                    if name in names:
-                        raise NeedsKernel("%s has %s: its layer's changes need the kernel's view"
-                                          % (e.path, name))
-                found[e.name] = (e.path, st, names)
-        return found
-
-    def _old_child(self, oshown, name):
-        """The old tree's entries of ``name`` below the directory ``oshown``."""
-        if not oshown or not stat.S_ISDIR(oshown[0][2].st_mode):
-            return []
-        found = []
-        for i, path, dummy in oshown:
-            child = path + "/" + name
-            try:
-                found.append((i, child, os.lstat(child)))
-            except (FileNotFoundError, NotADirectoryError):
-                pass
-        return self.old._merge(found)
+        """(name, path, lstat or None, xattr names) of an upper directory,
+        the whiteouts too (a mount hides them: callers decide)."""
+        for name, cpath, st in self.rules.entries(path):
+            names = () if st is None else _xattr_names(cpath)
+            self.rules.refuse_redirects(cpath, names)
+            yield name, cpath, st, names
 
     def _added(self, rel, path):
         """Everything below the upper directory ``path`` is an Add."""
-        for name, (cpath, st, dummy) in self._upper_entries(path).items():
+        for name, cpath, st, dummy in self._upper_entries(path):
             if _is_whiteout(st):
                 continue
             crel = rel + "/" + name
@@ -573,8 +616,7 @@ class _UpperWalker(object):
         before = len(out)
         if not stat.S_ISDIR(ost.st_mode):
             self._added(crel, cpath)
-        elif opaque or (OPAQUE_XATTR in xnames and os.getxattr(
-                cpath, OPAQUE_XATTR, follow_symlinks=False) == b"y"):
+        elif opaque or self.rules.opaque(cpath, xnames):
             self._replaced(crel, cpath, o)
         else:
             self._merged(crel, cpath, o)
@@ -583,9 +625,9 @@ class _UpperWalker(object):
 
     def _merged(self, rel, path, oshown):
         """The upper directory ``path`` shown merged over ``oshown``."""
-        for name, (cpath, st, xnames) in self._upper_entries(path).items():
+        for name, cpath, st, xnames in self._upper_entries(path):
             crel = rel + "/" + name
-            o = self._old_child(oshown, name)
+            o = self.old.child(oshown, name)
             if _is_whiteout(st):
                 if o:
                     self.out.append((crel, DELETE))
@@ -600,7 +642,7 @@ class _UpperWalker(object):
         """The upper directory ``path`` alone (opaque, or below one) against
         the old directory ``oshown``: the whole old directory is compared."""
         old_entries = self.old.entries(oshown)
-        for name, (cpath, st, xnames) in self._upper_entries(path).items():
+        for name, cpath, st, xnames in self._upper_entries(path):
             if _is_whiteout(st):
                 continue
             crel = rel + "/" + name
@@ -615,10 +657,10 @@ class _UpperWalker(object):
             self.out.append((rel + "/" + name, DELETE))
 
 
-def upper_changes(upper, lowers):
+def upper_changes(upper, lowers, rules=KERNEL):
     """changes_dirs(mount of ``upper`` over ``lowers``, mount of ``lowers``)
-    without mounting, reading the upper directory (overlay's whiteouts and
-    opaque directories) and only the lower entries it names.
+    without mounting, reading the upper directory (whiteouts and opaque
+    directories as ``rules`` mark them) and only the lower entries it names.
 
     ``lowers`` are the parent's layer directories, nearest first. Raises
     NeedsKernel where redirect or metacopy xattrs make the directories
@@ -627,7 +669,7 @@ def upper_changes(upper, lowers):
     if not lowers:
         return changes_dirs(upper, None)
     try:
-        w = _UpperWalker(upper, lowers)
+        w = _UpperWalker(upper, lowers, rules)
         w._merged("", w.upper, w.old.root)
     except RecursionError:
         raise GraphDriverError("changes of %s: tree too deep" % upper)

@@ -10,7 +10,8 @@ that are Docker's:
 * ``work/`` is 0710, and no ``size`` storage option is accepted;
 * diffs are always naive, except that applying onto the direct parent
   untars into ``diff/`` with aufs-style ``.wh.`` whiteout files, which
-  fuse-overlayfs understands (as containers/storage does).
+  fuse-overlayfs understands (as containers/storage does); changes against
+  the direct parent are read from ``diff/`` (see changes.upper_changes).
 """
 
 import contextlib
@@ -18,6 +19,7 @@ import os
 
 from . import unpack, whiteouts
 from .backingfs import fs_name, nearest_existing
+from .changes import FUSE_OVERLAYFS, NeedsKernel, upper_changes
 from .command import require_tool, run
 from .apierrors import os_errors_as_driver_errors
 from .driver import register
@@ -115,6 +117,15 @@ class FuseOverlayfsDriver(Overlay2Driver):
 
     def naive_diff_reason(self):
         return "fuse-overlayfs always uses the naive diff"
+
+    def changes(self, id, parent=None):
+        # Docker walks both mounts; the upper dir tells the same in
+        # O(changed), read by fuse-overlayfs's own marks (it has no
+        # redirect_dir: a renamed directory is copied whole).
+        if self.is_parent(id, parent):
+            with contextlib.suppress(NeedsKernel):
+                return upper_changes(self._diff_path(id), self._lower_dirs(id), FUSE_OVERLAYFS)
+        return NaiveDiffDriver.changes(self, id, parent)
 
     def diff(self, id, parent=None):
         return NaiveDiffDriver.diff(self, id, parent)
