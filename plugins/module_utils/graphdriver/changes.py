@@ -8,8 +8,10 @@
   same second when either side has no nanoseconds: layers come from tars
   with whole seconds), and ``security.capability``. A directory holding a
   change is itself reported changed (the root never is).
-* :func:`overlay_changes` / :func:`aufs_changes` — ``OverlayChanges`` /
-  ``AUFSChanges``: walk only the upper layer, whiteouts are deletions.
+* :func:`aufs_changes` — ``AUFSChanges``: walk only the rw branch,
+  whiteouts are deletions. (Docker's ``OverlayChanges`` is not here: it
+  reports an opaque directory as deleted, which is why overlay2 stopped
+  using it; :func:`upper_changes` gives the naive walk's answer instead.)
 * :class:`Union` and :func:`union_changes` — ``ChangesDirs`` of two overlay
   mounts without mounting them: each tree is read from its layer
   directories as the kernel would show it (legacy overlay's container
@@ -278,25 +280,6 @@ def _layer_changes(layers, rw, deleted, skip):
     except OSError as e:
         raise GraphDriverError("changes of %s: %s: %s" % (rw, e.filename, e.strerror))
     return _sorted_changes(out)
-
-
-def _overlay_deleted(path, rel, st):
-    if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-        return rel
-    if stat.S_ISDIR(st.st_mode):
-        try:
-            if os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y":
-                # Docker reports an opaque directory as deleted (its new
-                # content follows as additions).
-                return rel
-        except OSError:
-            pass
-    return None
-
-
-def overlay_changes(lower_dirs, upper_dir):
-    """Docker's OverlayChanges(layers, rw): changes of an overlay upper dir."""
-    return _layer_changes(lower_dirs, upper_dir, _overlay_deleted, None)
 
 
 def _aufs_deleted(path, rel, st):
