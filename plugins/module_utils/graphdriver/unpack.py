@@ -372,8 +372,7 @@ class _Applier(object):
         try:
             while True:
                 plain = peek()
-                if plain is not None and new_file(plain[0], plain[1], plain[2], plain[3],
-                                                  plain[4] * _NS, plain, None):
+                if plain is not None and new_file(plain, None):
                     size += plain[5]
                     continue
                 entry = next(entries, None)
@@ -383,8 +382,7 @@ class _Applier(object):
                 if entry.typeflag == XGLOBAL:
                     continue    # Go hands it over with Size 0; no effect
                 if (entry.typeflag != REG or entry.xattrs or entry.atime_ns is not None
-                      or not new_file(entry.name, entry.mode, entry.uid, entry.gid,
-                                      entry.mtime_ns, None, entry)):
+                        or not new_file(None, entry)):
                     apply(entry)
                 size += entry.size
             self.current = None
@@ -393,18 +391,23 @@ class _Applier(object):
             reader.close()
         return size
 
-    def _new_file(self, name, mode, uid, gid, mtime_ns, plain, entry):
+    def _new_file(self, plain, entry):
         """The bulk of a layer: a new regular file, no xattrs, in a directory
         in ``self.ready``, with as few Python operations and syscalls as
-        possible. Its payload comes from the reader's buffer (``plain``, a
-        TarReader.peek_plain tuple, consumed only once the file is made)
-        or from ``entry``. False: nothing was done, take the general path
-        (a name that needs cleaning, whiteouts, an existing file...)."""
+        possible. Fed from one of two sources: ``plain``, a
+        TarReader.peek_plain tuple, its payload taken from the reader's
+        buffer once the file is made, or ``entry``. False: nothing was done,
+        take the general path (a name that needs cleaning, whiteouts, an
+        existing file...)."""
+        if plain is not None:
+            name, mode, uid, gid, mtime_ns, size, token = plain
+            mtime_ns *= _NS
+        else:
+            name, mode, uid, gid, mtime_ns = entry.name, entry.mode, entry.uid, entry.gid, entry.mtime_ns
         if name[:2] == b"./":
             name = name[2:]     # GNU tar's "./" prefix
         # Dot components (also .wh. and the stash) and odd slashes: general path.
-        if (not name or name[:1] in (b".", b"/") or b"/." in name or b"//" in name
-                or name[-1:] == b"/"):
+        if not name or name[0] in b"./" or b"/." in name or b"//" in name or name.endswith(b"/"):
             return False
         parent, sep, base = name.rpartition(b"/")
         ready = self.ready.get(parent)
@@ -416,28 +419,28 @@ class _Applier(object):
         pfd, strict = ready
         need_chown = self.chown and (strict or uid or gid)
         need_chmod = need_chown or strict or mode & self.mode_mask
-        if entry is None:
+        if plain is not None:
             self.current = name
         try:
             fd = os.open(base, _O_NEWFILE, mode & 0o777, dir_fd=pfd)
         except FileExistsError:
             return False
-        new = self.new
-        if parent not in new:
+        # Only a path whose parent is not new needs an entry of its own (and
+        # one that is, is not added to ``new``: nothing is created below a file).
+        if parent not in self.new:
             self.journal.created(name)
-        else:
-            new.add(name)
         try:
-            if plain is not None:
-                size = plain[5]
+            if plain is None:
+                self._payload(entry, name, fd)
+            elif size:
                 data = self.reader.consume_plain(plain)
-                if size and not (size >= _CLONE_MIN and self.clone_root is not None
-                                 and self._clone(name, fd, size)):
+                if not (size >= _CLONE_MIN and self.clone_root is not None
+                        and self._clone(name, fd, size)):
                     n = os.write(fd, data)
                     if n != size:
                         _write_all(fd, data[n:])
             else:
-                self._payload(entry, name, fd)
+                self.reader.consume_plain(plain)
             if need_chown:
                 os.fchown(fd, uid, gid)
             if need_chmod:
