@@ -1,16 +1,28 @@
 #!/usr/bin/env python3
-"""apply_layer against GNU tar, side by side.
+"""Applying a layer: ours against GNU tar (and our previous version), side by side.
 
-One ~300 MB layer tar (20,000 small files in 100 directories plus four
-50 MB files) is generated once under /var/tmp, then extracted 5 rounds,
-interleaved: ``apply_layer`` into a fresh directory, ``tar -xf`` into
-another (as root both set owners). Both read the same tar from the page
-cache. Prints each round (wall clock, and CPU time of the process and its
-children) and the median ratios ours / GNU tar. On a busy disk the wall
-clock mostly measures the filesystem; ``--dir /dev/shm`` takes the disk out
-and compares the work done per entry.
+Two layer tars, both written by our ``tar_tree`` (Docker's wire format):
 
-    sudo PYTHONPATH=.build python3 bench/apply.py [--rounds N] [--dir D] [--profile]
+* real: this machine's ``/usr`` (share, include, sbin and the Python
+  library: ~70,000 entries, ~950 MB, with symlinks and PAX headers);
+* synthetic: 20,000 small files in 100 directories plus four 50 MB files.
+
+Each is extracted onto tmpfs (``/dev/shm``) and onto disk (``/var/tmp``),
+``--rounds`` rounds, the contenders interleaved and their order rotated
+each round: ``apply_layer`` of this tree, GNU tar (``tar -xpf --xattrs
+--xattrs-include='*' --same-owner``, what Docker's own extraction does) and,
+with ``--previous REV``, ``apply_layer`` of that git revision. Each runs in
+a fresh process into a fresh directory, timed around the extraction alone
+(ours from inside the process, so Python's start-up is not counted; GNU
+tar's exec is). Both read the same tar from the page cache. Wall clock and
+CPU (user + system) per run; the table shows medians and the ratios to GNU
+tar. On a disk the wall clock mostly measures the filesystem; tmpfs
+compares the work done per entry.
+
+    sudo python3 bench/apply.py [--rounds N] [--previous REV] [--only real|synthetic]
+                                [--media tmpfs,disk] [--profile]
+
+Run on a shared machine: read the ratios, not the absolute times.
 """
 
 import argparse
@@ -26,20 +38,42 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), ".build"))
+ROOT = os.path.dirname(HERE)
+BUILD = os.path.join(ROOT, ".build")
+sys.path.insert(0, BUILD)
 
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import (  # noqa: E402
     archive)
 
+REAL_PATHS = ["usr/share", "usr/include", "usr/sbin", "usr/lib/python3",
+              "usr/lib/python3.%d" % sys.version_info[1]]
+MEDIA = {"tmpfs": "/dev/shm", "disk": "/var/tmp"}
+GNU_TAR = ["tar", "-xpf", None, "--xattrs", "--xattrs-include=*", "--same-owner", "-C", None]
 
-def make_source(src, small=20000, dirs=100, big=4, big_mb=50):
+# Runs in a child: one apply_layer from the collection under sys.argv[1].
+CHILD = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import unpack
+apply_layer = getattr(unpack, "apply_layer", None)
+if apply_layer is None:  # before archive.py was split
+    from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.archive import apply_layer
+with open(sys.argv[2], "rb") as f:
+    w, c = time.perf_counter(), time.process_time()
+    apply_layer(sys.argv[3], f)
+    print(time.perf_counter() - w, time.process_time() - c)
+"""
+CHILD_OLD = CHILD.replace("import unpack", "import archive as unpack")
+
+
+def make_synthetic(src, small=20000, dirs=100, big=4, big_mb=50):
     rnd = os.urandom(1 << 16)
     per_dir = small // dirs
     n = 0
     for d in range(dirs):
         dpath = os.path.join(src, "dir-%03d" % d)
         os.mkdir(dpath)
-        for i in range(per_dir):
+        for _ in range(per_dir):
             size = 64 + (n * 397) % 8000
             with open(os.path.join(dpath, "file-%05d" % n), "wb") as f:
                 f.write(rnd[n % 4096:n % 4096 + size])
@@ -51,71 +85,132 @@ def make_source(src, small=20000, dirs=100, big=4, big_mb=50):
                 f.write(chunk)
 
 
-def timed(fn):
-    """(wall seconds, CPU seconds of this process and its children)."""
-    def cpu():
-        ch = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return time.process_time() + ch.ru_utime + ch.ru_stime
-    c, t = cpu(), time.perf_counter()
-    fn()
-    return time.perf_counter() - t, cpu() - c
+def write_tar(root, path, include=None):
+    with archive.tar_tree(root, include=include) as stream, open(path, "wb") as out:
+        shutil.copyfileobj(stream, out, 1 << 20)
+
+
+def layer_tars(work, only):
+    tars = {}
+    if only in (None, "real"):
+        path = os.path.join(work, "real.tar")
+        write_tar("/", path, [p for p in REAL_PATHS if os.path.isdir("/" + p)])
+        tars["real /usr"] = path
+    if only in (None, "synthetic"):
+        src = os.path.join(work, "src")
+        os.mkdir(src)
+        make_synthetic(src)
+        path = os.path.join(work, "synthetic.tar")
+        write_tar(src, path)
+        shutil.rmtree(src)
+        tars["synthetic"] = path
+    return tars
+
+
+def count_entries(tar):
+    from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import tarstream
+    with open(tar, "rb") as f:
+        return sum(1 for _ in tarstream.iter_entries(f))
+
+
+def previous_tree(work, rev):
+    """The collection as of git revision ``rev``, importable from the returned path."""
+    dest = os.path.join(work, "previous")
+    coll = os.path.join(dest, "ansible_collections", "strata", "graphdriver")
+    os.makedirs(coll)
+    git = subprocess.run(["git", "-C", ROOT, "archive", rev, "plugins"],
+                         stdout=subprocess.PIPE, check=True)
+    subprocess.run(["tar", "-xf", "-", "-C", coll], input=git.stdout, check=True)
+    return dest
+
+
+def children_cpu():
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ch.ru_utime + ch.ru_stime
+
+
+def run_python(child, path, tar, dest):
+    out = subprocess.run([sys.executable, "-c", child, path, tar, dest],
+                         stdout=subprocess.PIPE, check=True).stdout.split()
+    return float(out[0]), float(out[1])
+
+
+def run_gnu(tar, dest):
+    argv = list(GNU_TAR)
+    argv[2], argv[-1] = tar, dest
+    c, w = children_cpu(), time.perf_counter()
+    subprocess.run(argv, check=True)
+    return time.perf_counter() - w, children_cpu() - c
+
+
+def profile(tar, dest):
+    from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import unpack
+    os.mkdir(dest)
+    prof = cProfile.Profile()
+    with open(tar, "rb") as f:
+        prof.runcall(unpack.apply_layer, dest, f)
+    pstats.Stats(prof).sort_stats("tottime").print_stats(20)
+    shutil.rmtree(dest)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--profile", action="store_true")
-    ap.add_argument("--dir", default="/var/tmp",
-                    help="where to put the data (/dev/shm: no disk, CPU only)")
+    ap.add_argument("--previous", metavar="REV",
+                    help="also time apply_layer of this git revision")
+    ap.add_argument("--only", choices=("real", "synthetic"))
+    ap.add_argument("--media", default="tmpfs,disk")
+    ap.add_argument("--profile", action="store_true",
+                    help="print a cProfile of one apply of each tar on tmpfs first")
     args = ap.parse_args()
-    work = tempfile.mkdtemp(prefix="strata-bench-apply-", dir=args.dir)
+    work = tempfile.mkdtemp(prefix="strata-bench-apply-", dir="/var/tmp")
     try:
-        src = os.path.join(work, "src")
-        os.mkdir(src)
-        make_source(src)
-        tar_path = os.path.join(work, "layer.tar")
-        with archive.tar_tree(src) as stream, open(tar_path, "wb") as out:
-            shutil.copyfileobj(stream, out, 1 << 20)
-        shutil.rmtree(src)
-        print("layer tar: %.0f MB" % (os.path.getsize(tar_path) / 1e6))
-        subprocess.run(["cat", tar_path], stdout=subprocess.DEVNULL, check=True)
-
-        def ours(dest):
-            with open(tar_path, "rb") as f:
-                archive.apply_layer(dest, f)
-
-        def gnu(dest):
-            subprocess.run(["tar", "-xf", tar_path, "-C", dest], check=True)
-
-        if args.profile:
-            dest = os.path.join(work, "profile")
-            os.mkdir(dest)
-            prof = cProfile.Profile()
-            prof.runcall(ours, dest)
-            pstats.Stats(prof).sort_stats("tottime").print_stats(15)
-            shutil.rmtree(dest)
-
-        ratios, cpu_ratios = [], []
-        for r in range(args.rounds):
-            times = {}
-            for name, fn in (("ours", ours), ("gnu", gnu)) if r % 2 == 0 else \
-                    (("gnu", gnu), ("ours", ours)):
-                dest = os.path.join(work, "%s-%d" % (name, r))
-                os.mkdir(dest)
-                subprocess.run(["sync"], check=True)
-                times[name] = timed(lambda: fn(dest))
-                shutil.rmtree(dest)
-                subprocess.run(["sync"], check=True)
-            ratio = times["ours"][0] / times["gnu"][0]
-            cpu_ratio = times["ours"][1] / times["gnu"][1]
-            ratios.append(ratio)
-            cpu_ratios.append(cpu_ratio)
-            print("round %d: apply_layer %.3fs (cpu %.3fs)  GNU tar %.3fs (cpu %.3fs)  "
-                  "ratio %.2f (cpu %.2f)" % (r + 1, times["ours"][0], times["ours"][1],
-                                             times["gnu"][0], times["gnu"][1], ratio,
-                                             cpu_ratio))
-        print("median ratio apply_layer / GNU tar: wall %.2f, cpu %.2f"
-              % (statistics.median(ratios), statistics.median(cpu_ratios)))
+        tars = layer_tars(work, args.only)
+        for label, tar in tars.items():
+            mb = os.path.getsize(tar) / 1e6
+            print("%s: %d entries, %.0f MB" % (label, count_entries(tar), mb))
+            subprocess.run(["cat", tar], stdout=subprocess.DEVNULL, check=True)
+        contenders = [("ours", lambda t, d: run_python(CHILD, BUILD, t, d)),
+                      ("gnu", run_gnu)]
+        if args.previous:
+            prev = previous_tree(work, args.previous)
+            contenders.append(("previous", lambda t, d: run_python(CHILD_OLD, prev, t, d)))
+        rows = []
+        for medium in args.media.split(","):
+            base = tempfile.mkdtemp(prefix="strata-bench-apply-", dir=MEDIA[medium])
+            try:
+                for label, tar in tars.items():
+                    if args.profile and medium == "tmpfs":
+                        profile(tar, os.path.join(base, "profile"))
+                    times = {name: [] for name, _ in contenders}
+                    for r in range(args.rounds):
+                        k = r % len(contenders)
+                        for name, fn in contenders[k:] + contenders[:k]:
+                            dest = os.path.join(base, name)
+                            os.mkdir(dest)
+                            subprocess.run(["sync"], check=True)
+                            times[name].append(fn(tar, dest))
+                            shutil.rmtree(dest)
+                        print("  %s, %s, round %d: %s" % (label, medium, r + 1, "  ".join(
+                            "%s %.2fs (cpu %.2fs)" % (n, t[-1][0], t[-1][1])
+                            for n, t in times.items())), flush=True)
+                    rows.append((label, medium, times))
+            finally:
+                shutil.rmtree(base, ignore_errors=True)
+        print()
+        print("medians of %d rounds; ratio = contender / GNU tar" % args.rounds)
+        head = "%-10s %-6s %-9s %8s %8s %8s %8s" % ("content", "medium", "who", "wall s",
+                                                    "cpu s", "wall x", "cpu x")
+        print(head)
+        print("-" * len(head))
+        for label, medium, times in rows:
+            gw = statistics.median(t[0] for t in times["gnu"])
+            gc = statistics.median(t[1] for t in times["gnu"])
+            for name, t in times.items():
+                w = statistics.median(x[0] for x in t)
+                c = statistics.median(x[1] for x in t)
+                print("%-10s %-6s %-9s %8.2f %8.2f %8.2f %8.2f" % (
+                    label.split()[0], medium, name, w, c, w / gw, c / gc))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

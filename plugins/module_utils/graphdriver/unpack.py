@@ -400,7 +400,7 @@ class _Applier(object):
         take the general path (a name that needs cleaning, whiteouts, an
         existing file...)."""
         if plain is not None:
-            name, mode, uid, gid, mtime_ns, size, token = plain
+            name, mode, uid, gid, mtime_ns, size, _ = plain
             mtime_ns *= _NS
         else:
             name, mode, uid, gid, mtime_ns = entry.name, entry.mode, entry.uid, entry.gid, entry.mtime_ns
