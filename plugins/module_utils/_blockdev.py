@@ -28,13 +28,20 @@ import json
 import os
 import stat
 
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.command import Command
+from ansible_collections.strata.graphdriver.plugins.module_utils._cmd_runner import CmdRunner, fixed, positional
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import CommandError, GraphDriverError
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.mount import mounts
 
 
 class DeviceError(GraphDriverError):
     pass
+
+
+# blkid -p: the low-level probe, which bypasses blkid's cache.
+BLKID = CmdRunner("blkid", probe=fixed("-p", "-o", "export"), device=positional())
+# without --all wipefs only lists
+WIPEFS = CmdRunner("wipefs", list_json=fixed("--no-act", "--json"), all=fixed("--all"), device=positional())
+PVS = CmdRunner("pvs", pv_vg=fixed("--noheadings", "-o", "pv_name,vg_name"))
 
 
 def is_block_device(path):
@@ -47,7 +54,7 @@ def is_block_device(path):
 def blkid(dev):
     """blkid's low-level probe of ``dev`` (bypasses its cache): {} when blank."""
     try:
-        out = Command("blkid", "-p", "-o", "export", dev).run(timeout=60)
+        out = BLKID("probe device", device=dev).run(timeout=60)
     except CommandError as e:
         # Exit 2: nothing found. That is the answer, not a failure.
         if e.returncode == 2:
@@ -65,7 +72,7 @@ def signatures(dev):
     """Every signature wipefs finds on ``dev`` (it lists, it does not erase,
     without -a), as [{"type", "offset", "uuid", "label"}]."""
     try:
-        out = Command("wipefs", "--no-act", "--json", dev).run(timeout=60)
+        out = WIPEFS("list_json device", device=dev).run(timeout=60)
     except CommandError as e:
         raise DeviceError("cannot list signatures on %s: %s" % (dev, e))
     if not out.strip():
@@ -120,7 +127,7 @@ def swap_devices():
 def lvm_physical_volume(dev):
     """The VG of ``dev`` when it is an LVM physical volume ('' for an orphan PV), else None."""
     try:
-        out = Command("pvs", "--noheadings", "-o", "pv_name,vg_name").run(timeout=60)
+        out = PVS("pv_vg").run(timeout=60)
     except GraphDriverError:
         return None
     real = os.path.realpath(dev)
@@ -199,7 +206,7 @@ class Claim(object):
         """The command that clears what was found before a forced write: a
         tool's -f alone leaves a GPT backup header or a PV label behind, and
         the next run would find two signatures where it made one."""
-        return [Command("wipefs", "--all", self.dev)] if self.found and not self.adopted else []
+        return [WIPEFS("all device", device=self.dev)] if self.found and not self.adopted else []
 
 
 def claim(dev, force=False, adopt=None, zpool_members=(), mountpoint=None):
@@ -208,7 +215,7 @@ def claim(dev, force=False, adopt=None, zpool_members=(), mountpoint=None):
     ``adopt``: the filesystem type asked for; a device that holds exactly it
     is adopted (``Claim.adopted``), never written over; with ``mountpoint``
     (where the caller will mount it) it must not be in use anywhere else.
-    ``zpool_members``: vdev paths of the imported pools (zpool.py knows them).
+    ``zpool_members``: vdev paths of the imported pools (_zfs_pool.py knows them).
     """
     if not os.path.exists(dev):
         raise DeviceError("device %s does not exist: attach it (or losetup the lab file) first" % dev)

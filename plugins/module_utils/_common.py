@@ -20,6 +20,8 @@ A plan (``_zfs_pool.ZpoolPlan``, ``_storage_driver.Plan``, ...) has one shape:
 from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
+import copy
+
 from ansible_collections.strata.graphdriver.plugins.module_utils import _daemon_json as daemon_json
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import engine
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.dataroot import DataRoot
@@ -42,7 +44,7 @@ def argument_spec(*shared, **own):
     """One module's argument spec: the shared option sets, then its own."""
     spec = {}
     for part in shared:
-        spec.update(part)
+        spec.update(copy.deepcopy(part))    # each module its own dicts
     spec.update(own)
     return spec
 
@@ -73,9 +75,10 @@ def run_plan(module, make_plan, result=None, verify=None, running_hint=None):
                          **result)
     except GraphDriverError as e:
         module.fail_json(msg=str(e), **result)
-    diff = plan.diff(after) if hasattr(plan, 'diff') else {'before': plan.before, 'after': after}
-    if module._diff and diff is not None:
-        result['diff'] = diff
+    if module._diff:
+        diff = plan.diff(after) if hasattr(plan, 'diff') else {'before': plan.before, 'after': after}
+        if diff is not None:
+            result['diff'] = diff
     problem = verify(plan) if verify else None
     if problem:
         module.fail_json(msg=problem, **result)

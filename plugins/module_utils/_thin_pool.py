@@ -30,7 +30,7 @@ import os
 import re
 
 from ansible_collections.strata.graphdriver.plugins.module_utils import _blockdev as blockdev
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.command import Command
+from ansible_collections.strata.graphdriver.plugins.module_utils._cmd_runner import CmdRunner, fixed, option, positional
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import CommandError, GraphDriverError
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.fileutil import atomic_write, makedirs
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.projectquota import parse_size
@@ -52,80 +52,43 @@ class ThinPoolError(GraphDriverError):
 
 # --- the LVM tools: each command line declared once -------------------------
 
-class Lvm(object):
-    """Command lines of the LVM tools this module runs."""
-
-    @staticmethod
-    def pvcreate(devices):
-        return Command("pvcreate", *devices)
-
-    @staticmethod
-    def vgcreate(vg, devices):
-        return Command("vgcreate", vg, *devices)
-
-    @staticmethod
-    def vgextend(vg, devices):
-        return Command("vgextend", vg, *devices)
-
-    @staticmethod
-    def vgreduce(vg, devices):
-        return Command("vgreduce", vg, *devices)
-
-    @staticmethod
-    def pvremove(devices):
-        return Command("pvremove", *devices)
-
-    @staticmethod
-    def lvcreate(vg, name, size):
-        # --wipesignatures: an old filesystem signature in the extents must
-        # not be taken for the pool's (Docker's recipe)
-        return Command("lvcreate", "--wipesignatures", "y", "-n", name, vg, *_size_args(size))
-
-    @staticmethod
-    def lvconvert_thinpool(vg, data, meta, chunk_size, zero=False):
-        # zeroing off: Docker's recommendation (every layer is written whole anyway)
-        return Command("lvconvert", "-y", "--zero", "y" if zero else "n", "-c", chunk_size,
-                       "--thinpool", "%s/%s" % (vg, data), "--poolmetadata", "%s/%s" % (vg, meta))
-
-    @staticmethod
-    def lvextend(vg, lv, size):
-        return Command("lvextend", *(_size_args(size) + ["%s/%s" % (vg, lv)]))
-
-    @staticmethod
-    def lvchange_profile(vg, lv, profile):
-        return Command("lvchange", "--metadataprofile", profile, "%s/%s" % (vg, lv))
-
-    @staticmethod
-    def lvchange_monitor(vg, lv):
-        return Command("lvchange", "--monitor", "y", "%s/%s" % (vg, lv))
-
-    @staticmethod
-    def lvremove(vg, lv):
-        return Command("lvremove", "-f", "%s/%s" % (vg, lv))
-
-    @staticmethod
-    def vgremove(vg):
-        return Command("vgremove", vg)
-
-    @staticmethod
-    def report(tool, fields, *select):
-        """A JSON report (``pvs``/``vgs``/``lvs``), sizes in bytes."""
-        return Command(tool, "--reportformat", "json", "--units", "b", "--nosuffix",
-                       "-o", ",".join(fields), *select)
-
-    @staticmethod
-    def profile_dir():
-        return Command("lvmconfig", "--type", "full", "config/profile_dir")
-
-
 def _size_args(size):
     """'95%VG' -> ['-l', '95%VG']; '10G' -> ['-L', '10G']."""
-    return ["-l", size] if "%" in size else ["-L", size]
+    return [] if size is None else (["-l", size] if "%" in size else ["-L", size])
+
+
+PVCREATE = CmdRunner("pvcreate", devices=positional())
+PVREMOVE = CmdRunner("pvremove", devices=positional())
+VGCREATE = CmdRunner("vgcreate", vg=positional(), devices=positional())
+VGEXTEND = CmdRunner("vgextend", vg=positional(), devices=positional())
+VGREDUCE = CmdRunner("vgreduce", vg=positional(), devices=positional())
+VGREMOVE = CmdRunner("vgremove", vg=positional())
+# --wipesignatures: an old filesystem signature in the extents must not be
+# taken for the pool's (Docker's recipe)
+LVCREATE = CmdRunner("lvcreate", wipe=fixed("--wipesignatures", "y"), name=option("-n"), vg=positional(),
+                     size=_size_args)
+# zeroing off: Docker's recommendation (every layer is written whole anyway)
+LVCONVERT = CmdRunner("lvconvert", yes=fixed("-y"), zero=lambda zero: ["--zero", "y" if zero else "n"],
+                      chunk_size=option("-c"), thinpool=option("--thinpool"), metadata=option("--poolmetadata"))
+LVEXTEND = CmdRunner("lvextend", size=_size_args, lv=positional())
+LVCHANGE = CmdRunner("lvchange", profile=option("--metadataprofile"), monitor=fixed("--monitor", "y"),
+                     lv=positional())
+LVREMOVE = CmdRunner("lvremove", force=fixed("-f"), lv=positional())
+LVMCONFIG = CmdRunner("lvmconfig", profile_dir=fixed("--type", "full", "config/profile_dir"))
+DMSETUP = CmdRunner("dmsetup", status=fixed("status"), name=positional())
+# a JSON report, sizes in bytes
+_REPORT = dict(json=fixed("--reportformat", "json", "--units", "b", "--nosuffix"),
+               fields=lambda fields: ["-o", ",".join(fields)], select=positional())
+REPORTS = {tool: CmdRunner(tool, **_REPORT) for tool in ("pvs", "vgs", "lvs")}
+
+
+def _lv(vg, lv):
+    return "%s/%s" % (vg, lv)
 
 
 def _report(tool, fields, *select):
     try:
-        out = Lvm.report(tool, fields, *select).run(timeout=120)
+        out = REPORTS[tool]("json fields select", fields=fields, select=select).run(timeout=120)
     except CommandError as e:
         raise ThinPoolError("cannot read LVM's state (%s): %s" % (tool, e))
     try:
@@ -240,7 +203,7 @@ def facts_for_device(device, threshold=90):
 def _dm_pool_facts(name):
     facts = {"vg": None, "name": name, "thinpooldev": "/dev/mapper/" + name}
     try:
-        line = Command("dmsetup", "status", name).run(timeout=60).split()
+        line = DMSETUP("status name", name=name).run(timeout=60).split()
     except CommandError as e:
         why = (e.stderr or "").strip().splitlines()
         return dict(facts, error="no thin pool %s: dmsetup status says %s" % (name, why[0] if why else e))
@@ -258,7 +221,7 @@ def _dm_pool_facts(name):
 def profile_dir():
     """Where LVM reads profiles (lvm.conf config/profile_dir, /etc/lvm/profile)."""
     try:
-        out = Lvm.profile_dir().run(timeout=60)
+        out = LVMCONFIG("profile_dir").run(timeout=60)
     except CommandError:
         return "/etc/lvm/profile"
     value = out.strip().partition("=")[2].strip().strip('"')
@@ -341,7 +304,7 @@ class ThinPoolPlan(object):
             self._grow_pool(size)
         self._profile(autoextend_threshold, autoextend_percent)
         if monitor and (self.created or not self._facts["monitored"]):
-            self.commands.append(Lvm.lvchange_monitor(vg, pool))
+            self.commands.append(LVCHANGE("monitor lv", lv=_lv(vg, pool)))
 
     # --- present ---
 
@@ -353,15 +316,16 @@ class ThinPoolPlan(object):
         for d in new:
             self.commands += blockdev.claim(d, self.force).wipe()
         if new:
-            self.commands.append(Lvm.pvcreate(new))
-            self.commands.append(Lvm.vgextend(self.vg, new) if self._vg else Lvm.vgcreate(self.vg, new))
+            self.commands.append(PVCREATE("devices", devices=new))
+            self.commands.append((VGEXTEND if self._vg else VGCREATE)("vg devices", vg=self.vg, devices=new))
             self.added = new
         listed = set(os.path.realpath(d) for d in self.devices)
         if self.devices:
             self.unlisted = [d for d in (self._vg or {}).get("pvs", []) if os.path.realpath(d) not in listed]
         if remove_unlisted and self.unlisted:
             # vgreduce refuses a PV that holds extents, with LVM's reason
-            self.commands += [Lvm.vgreduce(self.vg, self.unlisted), Lvm.pvremove(self.unlisted)]
+            self.commands += [VGREDUCE("vg devices", vg=self.vg, devices=self.unlisted),
+                              PVREMOVE("devices", devices=self.unlisted)]
             self.removed = list(self.unlisted)
 
     def _create_pool(self, size, metadata_size, chunk_size, zero):
@@ -369,8 +333,10 @@ class ThinPoolPlan(object):
         if self._vg and any(r["lv_name"] in (self.pool, meta) for r in logical_volumes(self.vg)):
             raise ThinPoolError("volume group %s already has a logical volume %s or %s that is not a thin pool: "
                                 "name another pool, or remove it" % (self.vg, self.pool, meta))
-        self.commands += [Lvm.lvcreate(self.vg, self.pool, size), Lvm.lvcreate(self.vg, meta, metadata_size),
-                          Lvm.lvconvert_thinpool(self.vg, self.pool, meta, chunk_size, zero)]
+        self.commands += [LVCREATE("wipe name vg size", name=self.pool, vg=self.vg, size=size),
+                          LVCREATE("wipe name vg size", name=meta, vg=self.vg, size=metadata_size),
+                          LVCONVERT("yes zero chunk_size thinpool metadata", zero=zero, chunk_size=chunk_size,
+                                    thinpool=_lv(self.vg, self.pool), metadata=_lv(self.vg, meta))]
         self.created = True
 
     def _grow_pool(self, size):
@@ -379,7 +345,7 @@ class ThinPoolPlan(object):
         # LVM rounds a size up to whole extents; a pool already that big (or
         # grown past it by dmeventd) is left alone: thin pools never shrink
         if target is not None and self._facts["size"] < -(-target // extent) * extent:
-            self.commands.append(Lvm.lvextend(self.vg, self.pool, size))
+            self.commands.append(LVEXTEND("size lv", size=size, lv=_lv(self.vg, self.pool)))
             self.grown = True
 
     def _target_bytes(self, size):
@@ -399,7 +365,7 @@ class ThinPoolPlan(object):
                                       "thin_pool_autoextend_percent": percent}:
             self.profile = {"name": self.profile_name, "path": path, "content": content}
         if self.created or self.profile or self._facts["profile"] != self.profile_name:
-            self.commands.append(Lvm.lvchange_profile(self.vg, self.pool, self.profile_name))
+            self.commands.append(LVCHANGE("profile lv", profile=self.profile_name, lv=_lv(self.vg, self.pool)))
 
     # --- absent ---
 
@@ -416,11 +382,11 @@ class ThinPoolPlan(object):
             if held:
                 raise ThinPoolError("thin pool %s/%s is in use (%s): stop the Docker engine and remove its "
                                     "devices first" % (self.vg, self.pool, "; ".join(held)))
-            self.commands.append(Lvm.lvremove(self.vg, self.pool))
+            self.commands.append(LVREMOVE("force lv", lv=_lv(self.vg, self.pool)))
             self.destroyed = True
         if not others:
             # the VG held only the pool: it and its PV labels go too
-            self.commands += [Lvm.vgremove(self.vg), Lvm.pvremove(self._vg["pvs"])]
+            self.commands += [VGREMOVE("vg", vg=self.vg), PVREMOVE("devices", devices=self._vg["pvs"])]
             self.removed = list(self._vg["pvs"])
 
     # --- run and report ---

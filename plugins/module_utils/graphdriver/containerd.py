@@ -25,6 +25,7 @@ import time
 import urllib.parse
 
 from .command import run
+from .dataroot import DataRoot
 from .errors import GraphDriverError
 from .http2 import Connection, HTTP2Error
 from .protobuf import Message, encode
@@ -242,7 +243,7 @@ class TempMount(object):
 
 def root_of(data_root):
     """Where dockerd keeps the containerd it starts itself."""
-    return os.path.join(data_root, "containerd", "daemon")
+    return DataRoot(data_root).containerd
 
 
 class Daemon(object):

@@ -5,6 +5,7 @@ writes."""
 import json
 import os
 
+from .dataroot import DataRoot
 from .errors import GraphDriverError
 from .fileutil import atomic_write
 
@@ -16,7 +17,7 @@ class ContainerConfigError(GraphDriverError):
 def read_config(data_root, container):
     """(path, config.v2.json as a dict); the dict is None when there is none
     (a layer store mount without a container: nothing to tell Docker)."""
-    path = os.path.join(data_root, "containers", container, "config.v2.json")
+    path = DataRoot(data_root).container_config(container)
     try:
         with open(path) as f:
             return path, json.load(f)

@@ -95,7 +95,7 @@ def check_id(layer_id):
     return layer_id
 
 
-def _os_errors_as_driver_errors(fn):
+def _os_errors_as_driver_errors(fn, call):
     """No bare OSError escapes the API (DESIGN): it becomes a GraphDriverError
     naming the driver, the call, the layer and the path."""
     if getattr(fn, "__wraps_os_errors__", False):
@@ -109,13 +109,13 @@ def _os_errors_as_driver_errors(fn):
             where = ": %s" % e.filename if e.filename else ""
             if getattr(e, "filename2", None):
                 where += " -> %s" % e.filename2
-            if fn.__name__ == "__init__":
+            if call == "__init__":
                 raise GraphDriverError("%s at %s: cannot initialise: %s%s" % (
                     self.name, os.path.abspath(args[0] if args else kwargs["home"]),
                     e.strerror or e, where)) from e
             layer = args[0] if args else kwargs.get("id")
             prefix = "%s: layer %s" % (self.name, layer) if layer else "%s at %s" % (self.name, self.home)
-            raise GraphDriverError("%s: %s: %s%s" % (prefix, fn.__name__, e.strerror or e, where)) from e
+            raise GraphDriverError("%s: %s: %s%s" % (prefix, call, e.strerror or e, where)) from e
     wrapped.__wraps_os_errors__ = True
     return wrapped
 
@@ -165,7 +165,7 @@ class Driver(object):
         for name in _contract_methods() + ("__init__",):
             fn = cls.__dict__.get(name)
             if fn is not None:
-                setattr(cls, name, _os_errors_as_driver_errors(fn))
+                setattr(cls, name, _os_errors_as_driver_errors(fn, name))
 
     def engine_refusal(self):
         """Why Docker Engine would not run this driver here although this
