@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""overlay2 changes(): the naive walk, the upper-dir read, and a bare walk
+"""overlay2's (and fuse-overlayfs') changes(): the naive walk, the upper-dir read, and a bare walk
 of the two trees, side by side.
 
-Two trees of about 60,000 entries each, as overlay2 layers (a base layer and
-a child) on a real overlay2 home under /var/tmp:
+Two trees of about 60,000 entries each, as overlay2 (or fuse-overlayfs)
+layers, a base layer and a child, on a real driver home under /var/tmp:
 
 * real: this host's /usr, its first entries in walk order (names, modes,
   owners, mtimes, symlinks, hard links, sizes as they are; file contents
@@ -25,6 +25,7 @@ answers are compared once: they must be equal. Everything is removed at
 the end.
 
     .venv/bin/python bench/changes.py [--entries N] [--rounds N] [--only real|synthetic]
+                                      [--driver overlay2|fuse-overlayfs]
 """
 
 import argparse
@@ -135,9 +136,9 @@ def timed(fn, *args):
     return time.perf_counter() - w, time.process_time() - c, result
 
 
-def run(kind, work, entries, rounds):
-    home = os.path.join(work, kind, "overlay2")
-    drv = new("overlay2", home)
+def run(driver, kind, work, entries, rounds):
+    home = os.path.join(work, kind, driver)
+    drv = new(driver, home)
     try:
         drv.create("base")
         base = drv.get("base")
@@ -146,7 +147,7 @@ def run(kind, work, entries, rounds):
         drv.create_read_write("child", "base")
         merged = drv.get("child")             # held: no round pays for a mount
         changed = change_one_percent(merged)
-        reason = drv.naive_diff_reason()
+        reason = drv.naive_diff_reason() if driver == "overlay2" else None
         if reason is not None:
             print("%s: native diff off on this kernel (%s): native is the naive walk" % (kind, reason))
         naive = NaiveDiffDriver.changes(drv, "child", "base")
@@ -161,8 +162,8 @@ def run(kind, work, entries, rounds):
             times["bare"].append(timed(bare_walk, merged, base)[:2])
         med = {k: (statistics.median(w for w, c in v), statistics.median(c for w, c in v))
                for k, v in times.items()}
-        print("%s: %d entries per tree, %d files changed, %d changes reported, %d rounds"
-              % (kind, count, changed, len(naive), rounds))
+        print("%s, %s: %d entries per tree, %d files changed, %d changes reported, %d rounds"
+              % (driver, kind, count, changed, len(naive), rounds))
         print("  %-8s %10s %10s %12s %12s" % ("", "wall s", "cpu s", "wall/bare", "cpu/bare"))
         for k in ("naive", "native", "bare"):
             print("  %-8s %10.4f %10.4f %12.3f %12.3f"
@@ -178,12 +179,13 @@ def main():
     ap.add_argument("--entries", type=int, default=60000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--only", choices=("real", "synthetic"))
+    ap.add_argument("--driver", choices=("overlay2", "fuse-overlayfs"), default="overlay2")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="strata-bench-changes-", dir="/var/tmp")
     try:
         for kind in ("real", "synthetic"):
             if args.only in (None, kind):
-                run(kind, work, args.entries, args.rounds)
+                run(args.driver, kind, work, args.entries, args.rounds)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

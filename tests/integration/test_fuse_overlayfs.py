@@ -184,7 +184,7 @@ def test_changes_from_the_upper_dir_equal_the_naive_walk(drv, home):
     _base_tree(drv.get("A"))
     drv.put("A")
     drv.create("B", "A")
-    _change_tree(drv.get("B"))
+    _change_tree(drv.get("B"), lower_hard_links=False)
     drv.put("B")
     upper = os.path.join(home, "B", "diff")
     assert stat.S_ISCHR(os.lstat(os.path.join(upper, "etc", "gone")).st_mode)
@@ -218,3 +218,24 @@ def test_changes_of_a_layer_applied_with_aufs_whiteouts_equal_the_naive_walk(drv
     naive = _naive(drv, "B", "A")
     assert ("D", "/etc/gone") in naive and ("D", "/var/opaque/x") in naive
     assert _native(drv, "B", "A") == naive
+
+
+def test_a_copied_up_hard_link_leaves_changes_to_the_walk(drv, home):
+    """fuse-overlayfs shows both names of a lower hard link as one inode:
+    after one is written, what the other shows depends on the mount's
+    lookups, so only the walk of the mount can answer as Docker does."""
+    drv.create("A")
+    _base_tree(drv.get("A"))
+    drv.put("A")
+    drv.create_read_write("B", "A")
+    merged = drv.get("B")
+    try:
+        with open(os.path.join(merged, "bin", "tool"), "ab") as f:
+            f.write(b" changed")
+        with pytest.raises(changes.NeedsMount):
+            changes.upper_changes(os.path.join(home, "B", "diff"), drv._lower_dirs("B"),
+                                  changes.FUSE_OVERLAYFS)
+        got = [(c.kind, c.path) for c in drv.changes("B", "A")]
+        assert got == _naive(drv, "B", "A") and ("C", "/bin/tool") in got
+    finally:
+        drv.put("B")

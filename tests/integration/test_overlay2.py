@@ -455,9 +455,10 @@ def _base_tree(root):
     os.link(os.path.join(root, "bin", "tool"), os.path.join(root, "bin", "tool-hardlink"))
 
 
-def _change_tree(root):
+def _change_tree(root, lower_hard_links=True):
     """Every kind of change, made through the mounted layer as a container
-    makes it: overlay copies up, whites out and makes opaque directories."""
+    makes it: overlay copies up, whites out and makes opaque directories.
+    ``lower_hard_links``: also link to a lower file that has two names."""
     _write(os.path.join(root, "etc", "hostname"), b"changed")
     os.chmod(os.path.join(root, "etc", "mode"), 0o600)                 # metadata only
     os.chown(os.path.join(root, "etc", "owner"), 1000, 1000)           # metadata only
@@ -470,7 +471,10 @@ def _change_tree(root):
     _write(os.path.join(root, "var", "file-to-dir", "inside"), b"i")
     shutil.rmtree(os.path.join(root, "var", "dir-to-file"))
     _write(os.path.join(root, "var", "dir-to-file"), b"now a file")
-    os.link(os.path.join(root, "bin", "tool"), os.path.join(root, "bin", "new-hardlink"))
+    if lower_hard_links:
+        os.link(os.path.join(root, "bin", "tool"), os.path.join(root, "bin", "new-hardlink"))
+    _write(os.path.join(root, "bin", "own"), b"own")
+    os.link(os.path.join(root, "bin", "own"), os.path.join(root, "bin", "own-hardlink"))
     os.symlink("/nowhere", os.path.join(root, "etc", "new-link"))
     os.unlink(os.path.join(root, "etc", "link"))
     os.symlink("keep", os.path.join(root, "etc", "link"))
@@ -519,6 +523,7 @@ def test_changes_from_the_upper_dir_equal_the_naive_walk(native_drv, home):
     assert kinds["/etc/mode"] == kinds["/etc/owner"] == kinds["/etc/touched"] == "C"
     assert kinds["/var/opaque/x"] == "D" and kinds["/var/opaque/new"] == "A"
     assert kinds["/var/moved/deep/r2"] == "A" and kinds["/bin/new-hardlink"] == "A"
+    assert kinds["/bin/own-hardlink"] == "A"
     assert kinds["/bin/capped"] == "C" and "/etc/keep" not in kinds
     # a third layer over two (whiteouts and opaque dirs now in the lowers)
     drv.create_read_write("C", "B")

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.changes import (
-    FUSE_OVERLAYFS, NeedsKernel, Union, aufs_changes, changes_dirs, changes_size,
+    FUSE_OVERLAYFS, NeedsMount, Union, aufs_changes, changes_dirs, changes_size,
     union_changes, upper_changes)
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.driver import Change
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import (
@@ -210,7 +210,7 @@ def test_upper_changes_refuse_redirects(tmp_path):
     upper, lowers = _overlay_layers(tmp_path)
     os.makedirs(os.path.join(upper, "moved"))
     os.setxattr(os.path.join(upper, "moved"), "trusted.overlay.redirect", b"/var")
-    with pytest.raises(NeedsKernel):
+    with pytest.raises(NeedsMount):
         upper_changes(upper, lowers)
 
 

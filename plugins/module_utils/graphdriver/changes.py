@@ -40,9 +40,10 @@ METACOPY_XATTR = "trusted.overlay.metacopy"
 _S_IFDIR = stat.S_IFDIR
 
 
-class NeedsKernel(GraphDriverError):
-    """A layer directory has a redirect or metacopy xattr: its tree is only
-    known to the kernel, so reading the directories cannot tell it."""
+class NeedsMount(GraphDriverError):
+    """Only a mount shows what a layer holds: a redirect or metacopy xattr
+    (the kernel follows it), or a copied-up hard link under fuse-overlayfs
+    (see OverlayRules). The naive walk of the mounts is the answer."""
 
 
 def _cap(path):
@@ -351,9 +352,13 @@ class OverlayRules(object):
     can follow those.
     """
 
-    def __init__(self, opaque_xattrs, literal):
+    def __init__(self, opaque_xattrs, literal, links_shared):
         self.opaque_xattrs = opaque_xattrs
         self.literal = literal
+        # fuse-overlayfs shows the names of a lower hard link as one inode
+        # (by lower inode number), so after one name is copied up the other
+        # shows the copy or the original, by the order of their lookups.
+        self.links_shared = links_shared
 
     def entries(self, directory):
         """(name, path, lstat) of a layer directory as the union reads it:
@@ -380,11 +385,11 @@ class OverlayRules(object):
 
     @staticmethod
     def refuse_redirects(path, xattr_names):
-        """NeedsKernel when ``xattr_names`` (path's listxattr) has a
+        """NeedsMount when ``xattr_names`` (path's listxattr) has a
         redirect or metacopy xattr."""
         for name in (REDIRECT_XATTR, METACOPY_XATTR):
             if name in xattr_names:
-                raise NeedsKernel(
+                raise NeedsMount(
                     "%s has %s: written by an overlay mount with redirect_dir or metacopy on, "
                     "which only the kernel can read back" % (path, name))
 
@@ -397,9 +402,9 @@ class OverlayRules(object):
         return self.literal and os.path.lexists(path + "/.wh..wh..opq")
 
 
-KERNEL = OverlayRules((OPAQUE_XATTR,), False)
+KERNEL = OverlayRules((OPAQUE_XATTR,), False, False)
 FUSE_OVERLAYFS = OverlayRules((OPAQUE_XATTR, "user.overlay.opaque", "user.fuseoverlayfs.opaque"),
-                              True)
+                              True, True)
 
 
 class Union(object):
@@ -588,6 +593,9 @@ class _UpperWalker(object):
         where nothing merges with the old tree."""
         out = self.out
         ost = o[0][2]
+        if self.rules.links_shared and ost.st_nlink > 1 and not stat.S_ISDIR(ost.st_mode):
+            raise NeedsMount("%s: a copied-up hard link of %s, which fuse-overlayfs shows by "
+                             "the order of lookups" % (cpath, o[0][1]))
         ncap = (os.getxattr(cpath, CAPABILITY_XATTR, follow_symlinks=False)
                 if CAPABILITY_XATTR in xnames else None)
         changed = _stat_different(ost, st) or ncap != _cap(o[0][1])
@@ -646,8 +654,8 @@ def upper_changes(upper, lowers, rules=KERNEL):
     directories as ``rules`` mark them) and only the lower entries it names.
 
     ``lowers`` are the parent's layer directories, nearest first. Raises
-    NeedsKernel where redirect or metacopy xattrs make the directories
-    insufficient (then the naive walk of the mounts is the answer).
+    NeedsMount where the directories are not enough (then the naive walk
+    of the mounts is the answer).
     """
     if not lowers:
         return changes_dirs(upper, None)

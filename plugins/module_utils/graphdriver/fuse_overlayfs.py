@@ -19,7 +19,7 @@ import os
 
 from . import unpack, whiteouts
 from .backingfs import fs_name, nearest_existing
-from .changes import FUSE_OVERLAYFS, NeedsKernel, upper_changes
+from .changes import FUSE_OVERLAYFS, NeedsMount, upper_changes
 from .command import require_tool, run
 from .apierrors import os_errors_as_driver_errors
 from .driver import register
@@ -121,9 +121,10 @@ class FuseOverlayfsDriver(Overlay2Driver):
     def changes(self, id, parent=None):
         # Docker walks both mounts; the upper dir tells the same in
         # O(changed), read by fuse-overlayfs's own marks (it has no
-        # redirect_dir: a renamed directory is copied whole).
+        # redirect_dir: a renamed directory is copied whole), except for a
+        # copied-up hard link (NeedsMount).
         if self.is_parent(id, parent):
-            with contextlib.suppress(NeedsKernel):
+            with contextlib.suppress(NeedsMount):
                 return upper_changes(self._diff_path(id), self._lower_dirs(id), FUSE_OVERLAYFS)
         return NaiveDiffDriver.changes(self, id, parent)
 

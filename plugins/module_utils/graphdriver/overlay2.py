@@ -26,7 +26,7 @@ import threading
 from . import archive, unpack, whiteouts
 from . import projectquota
 from .backingfs import fs_name, nearest_existing
-from .changes import NeedsKernel, upper_changes
+from .changes import NeedsMount, upper_changes
 from .apierrors import os_errors_as_driver_errors
 from .driver import check_id, register
 from .errors import GraphDriverError, LayerExists, LayerNotFound, NotSupported, QuotaError
@@ -473,6 +473,6 @@ class Overlay2Driver(NaiveDiffDriver):
         # (upper_changes reads it by the walk's rules, as containers/storage
         # reads it); redirect or metacopy xattrs leave the walk.
         if self._native(id, parent):
-            with contextlib.suppress(NeedsKernel):
+            with contextlib.suppress(NeedsMount):
                 return upper_changes(self._diff_path(id), self._lower_dirs(id))
         return super().changes(id, parent)
