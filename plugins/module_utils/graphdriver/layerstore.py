@@ -28,7 +28,7 @@ import re
 import shutil
 import tempfile
 
-from . import engine, tarsplit
+from . import engine, tarsplit, tarsplit_worker
 from .dataroot import DataRoot
 from .archive import ChunkStream
 from .errors import ArchiveError, GraphDriverError, LayerNotFound
@@ -149,20 +149,22 @@ def _write_synced(path, data, mode=0o644):
 
 
 class _Tee(object):
-    """The tar stream as the driver reads it, hashed and tar-split on the way."""
+    """The tar stream as the driver reads it, hashed on the way.
 
-    def __init__(self, stream, disassembler):
+    ``tar_observer`` (the tar-split disassembler) is picked up by the
+    TarReader the driver's apply parses the stream with (see tarstream).
+    """
+
+    def __init__(self, stream, tar_observer=None):
         self._stream = stream
         self._sha = hashlib.sha256()
-        self._dis = disassembler
+        self.tar_observer = tar_observer
         self.bytes = 0
 
     def read(self, n=-1):
         data = self._stream.read(n) if n is not None else self._stream.read()
         if data:
             self._sha.update(data)
-            if self._dis is not None:
-                self._dis.feed(data)
             self.bytes += len(data)
         return data
 
@@ -174,10 +176,7 @@ class _Tee(object):
             return len(data)
         n = readinto(buf)
         if n:
-            data = memoryview(buf)[:n]
-            self._sha.update(data)
-            if self._dis is not None:
-                self._dis.feed(bytes(data))
+            self._sha.update(memoryview(buf)[:n])
             self.bytes += n
         return n
 
@@ -193,6 +192,7 @@ class _Tee(object):
 
     def drain(self):
         # moby: "discard trailing data but ensure metadata is picked up"
+        # (the TarReader did, when it had an observer)
         while self.read(1024 * 1024):
             pass
 
@@ -352,20 +352,20 @@ class LayerStore(object):
             if tar_split is not None:
                 shutil.copyfile(tar_split, os.path.join(ws, "tar-split.json.gz"))
                 os.chmod(os.path.join(ws, "tar-split.json.gz"), 0o644)
-                tee = _Tee(stream, None)
+                tee = _Tee(stream)
                 size = self.driver.apply_diff(cache, parent_cache, tee)
                 tee.drain()
             else:
-                writer = tarsplit.open_writer(os.path.join(ws, "tar-split.json.gz"))
+                dis = tarsplit_worker.open_disassembler(
+                    os.path.join(ws, "tar-split.json.gz"), self.engine_version)
                 try:
-                    os.fchmod(writer.raw.fileno(), 0o644)
-                    dis = tarsplit.Disassembler(tarsplit.Packer(writer), self.engine_version)
                     tee = _Tee(stream, dis)
                     size = self.driver.apply_diff(cache, parent_cache, tee)
                     tee.drain()
-                    dis.close()
-                finally:
-                    writer.close()
+                except BaseException:
+                    dis.abort()
+                    raise
+                dis.close()
             diff = tee.diff_id
             if expected_diff is not None and diff != expected_diff:
                 raise ArchiveError("layer tar has DiffID %s, expected %s" % (diff, expected_diff))

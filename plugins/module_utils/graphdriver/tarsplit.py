@@ -31,17 +31,19 @@ import gzip
 import json
 import os
 import posixpath
+import re
 
+from . import tarstream
 from .crc64 import CRC64
 from .errors import ArchiveError
+from .tarstream import XGLOBAL
 
 FILE_TYPE = 1
 SEGMENT_TYPE = 2
 
-BLOCK = 512
-_ZERO_BLOCK = bytes(BLOCK)
 _PADDING_CHUNK = 1024 * 1024       # tar-split reads trailing data this way
 _CRC_FLUSH = 1024 * 1024           # feed the CRC in big pieces: it's per call
+_WRITE_BATCH = 256 * 1024          # JSON lines handed to gzip together
 # The first engine whose tar-split (v0.11.4+) writes no empty EOF segment.
 _NO_EOF_SEGMENT_SINCE = (25, 0)
 
@@ -66,7 +68,12 @@ _GO_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t",
                "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
+_PLAIN_JSON = re.compile('[^\x00-\x1f"\\\\<>&\u2028\u2029]*\\Z')
+
+
 def _go_json_string(s):
+    if _PLAIN_JSON.match(s):
+        return '"' + s + '"'    # the usual name: nothing to escape
     out = []
     for ch in s:
         esc = _GO_ESCAPES.get(ch)
@@ -94,16 +101,32 @@ def _clean(name):
 
 
 class Packer(object):
-    """tar-split's jsonPacker: numbers entries, refuses duplicate file paths."""
+    """tar-split's jsonPacker: numbers entries, refuses duplicate file paths.
+
+    Lines are written to ``fileobj`` in batches: :meth:`flush` at the end.
+    """
 
     def __init__(self, fileobj):
         self._f = fileobj
         self._pos = 0
         self._seen = set()
+        self._lines = []
+        self._pending = 0
+
+    def _add(self, line):
+        self._lines.append(line)
+        self._pending += len(line)
+        if self._pending >= _WRITE_BATCH:
+            self.flush()
+
+    def flush(self):
+        if self._lines:
+            self._f.write("".join(self._lines).encode("utf-8"))
+            self._lines = []
+            self._pending = 0
 
     def add_segment(self, payload):
-        self._f.write(('{"type":2,"payload":"%s","position":%d}\n'
-                       % (_b64(payload), self._pos)).encode("ascii"))
+        self._add('{"type":2,"payload":"%s","position":%d}\n' % (_b64(payload), self._pos))
         self._pos += 1
 
     def add_file(self, name, size, checksum):
@@ -127,284 +150,148 @@ class Packer(object):
         parts.append('"payload":%s,' % ('"%s"' % _b64(checksum) if checksum is not None
                                         else "null"))
         parts.append('"position":%d}\n' % self._pos)
-        self._f.write("".join(parts).encode("utf-8"))
+        self._add("".join(parts))
         self._pos += 1
 
 
-# --- tar headers: only what tar-split needs --------------------------------
-
-def _parse_string(field):
-    return field.split(b"\0", 1)[0]
-
-
-def _parse_numeric(field, what, entry):
-    if field and field[0] & 0x80:
-        # GNU base-256: big-endian two's complement after the marker bit
-        value = int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
-        if field[0] & 0x40:
-            value -= 1 << (8 * len(field) - 1)
-        return value
-    text = field.replace(b"\0", b" ").strip()
-    if not text:
-        return 0
-    try:
-        return int(text, 8)
-    except ValueError:
-        raise ArchiveError("invalid %s field %r in tar header" % (what, field), entry=entry)
-
-
-def _check_header(block):
-    name = os.fsdecode(_parse_string(block[0:100]))
-    want = _parse_numeric(block[148:156], "checksum", name)
-    unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:])
-    if want == unsigned:
-        return
-    # Go accepts the historic signed-char sum too
-    high = sum(1 for b in block[:148] + block[156:] if b > 127)
-    if want != unsigned - 256 * high:
-        raise ArchiveError("invalid tar header checksum", entry=name)
-
-
-def _header_name(block):
-    magic = block[257:265]
-    name = _parse_string(block[0:100])
-    if magic[:6] == b"ustar\0":
-        prefix = _parse_string(block[345:500])
-        if prefix:
-            name = prefix + b"/" + name
-    return name
-
-
-def _parse_pax(data, entry):
-    records = {}
-    while data:
-        sp = data.find(b" ")
-        try:
-            length = int(data[:sp])
-        except ValueError:
-            raise ArchiveError("invalid PAX record", entry=entry)
-        if sp < 0 or length <= sp or length > len(data) or data[length - 1:length] != b"\n":
-            raise ArchiveError("invalid PAX record", entry=entry)
-        record = data[sp + 1:length - 1]
-        data = data[length:]
-        key, eq, value = record.partition(b"=")
-        if not eq:
-            raise ArchiveError("invalid PAX record", entry=entry)
-        records[key] = value
-    return records
-
-
-def _padding(size):
-    return -size % BLOCK
-
+# --- the disassembler: an observer of the TarReader's parse ------------------
 
 class Disassembler(object):
-    """Feed a tar stream in any pieces; writes its tar-split entries to ``packer``.
+    """tar-split's disassembly of a layer tar, fed by the TarReader parsing it.
 
-    Nothing is buffered beyond one header and one extension record: the
-    payload bytes only go through the CRC.
+    An observer in the sense of tarstream's module doc: the raw header and
+    padding bytes become segments, each entry a file record with the CRC-64
+    of the payload bytes that pass. Nothing is buffered beyond one segment.
     """
-
-    _HEADER, _META, _DATA, _PAD, _SECOND_ZERO, _TRAILER, _DONE = range(7)
 
     def __init__(self, packer, engine_version=None):
         self.packer = packer
         self._eof_segment = writes_eof_segment(engine_version)
-        self._state = self._HEADER
-        self._raw = bytearray()          # bytes of the coming segment
-        self._need = BLOCK               # bytes wanted in the current state
-        self._buf = bytearray()          # header / extension record being read
-        self._pax = {}
-        self._long_name = None
-        self._meta_type = None
-        self._entry = None               # (name, size) of the file being read
+        self._raw = []              # pieces of the coming segment
+        self._file = None           # (name, size) whose payload is passing
+        self._global = None         # ... or a global header's data, from _raw[this]
+        self._left = 0              # payload bytes still to come
         self._crc = None
-        self._crc_pending = []
-        self._crc_pending_len = 0
+        self._pending = []          # small pieces, fed to the CRC together
+        self._pending_len = 0
+        self._trail = None          # after the end blocks: the trailing data
         self.entries = 0
+        self.finished = False
 
-    # The state machine consumes data in slices; each state says how many
-    # bytes it needs before acting.
-    def feed(self, data):
-        mv = memoryview(data)
-        while mv:
-            state = self._state
-            if state == self._DATA:
-                take = min(self._need, len(mv))
-                self._crc_add(mv[:take])
-                self._need -= take
-                mv = mv[take:]
-                if not self._need:
-                    self._end_file()
-            elif state == self._TRAILER:
-                take = min(_PADDING_CHUNK - len(self._raw), len(mv))
-                self._raw += mv[:take]
-                mv = mv[take:]
-                if len(self._raw) >= _PADDING_CHUNK:
-                    self._flush_segment()
-            elif state == self._DONE:
-                raise ArchiveError("data after the end of the tar stream")
-            else:
-                take = min(self._need, len(mv))
-                self._buf += mv[:take]
-                self._need -= take
-                mv = mv[take:]
-                if not self._need:
-                    self._step()
-
-    def close(self):
-        """The stream ended: emit the last segments; error if cut mid-record."""
-        if self._state == self._DONE:
+    def member(self, raw, name, size, data_size, typeflag):
+        self._raw.append(raw)
+        if typeflag == XGLOBAL:
+            # Go reads a global header's data with the header and returns it
+            # as an entry of size 0: the data is in the segment, the padding
+            # in the next one.
+            self._global = len(self._raw)
+            self._file = (name, 0)
+            self._left = data_size
+            if not data_size:
+                self._end_global()
             return
-        if self._state == self._DATA or self._buf:
-            name = self._entry[0] if self._entry else None
-            raise ArchiveError("unexpected end of tar stream",
-                               entry=os.fsdecode(name) if name is not None else None)
-        if self._state in (self._META, self._PAD):
-            raise ArchiveError("unexpected end of tar stream")
-        # at a header boundary (with or without end-of-archive blocks): EOF
-        if self._state != self._TRAILER:
-            self._raw += self._buf
-            self._flush_segment()
-        # tar-split writes one segment per Read of what follows the archive;
-        # v0.11.1 (Docker 20.10) the last, empty read at EOF too
         self._flush_segment()
-        if self._eof_segment:
-            self.packer.add_segment(b"")
-        self._state = self._DONE
-
-    # -- states --
-    def _step(self):
-        state = self._state
-        block = bytes(self._buf)
-        self._buf = bytearray()
-        self._raw += block
-        if state == self._HEADER:
-            self._header(block)
-        elif state == self._SECOND_ZERO:
-            if block != _ZERO_BLOCK:
-                raise ArchiveError("invalid tar header: zero block followed by data")
-            self._flush_segment()
-            self._state = self._TRAILER
-        elif state == self._META:
-            self._meta(block)
-        elif state == self._PAD:
-            self._state = self._HEADER
-            self._need = BLOCK
-
-    def _header(self, block):
-        if block == _ZERO_BLOCK:
-            self._state = self._SECOND_ZERO
-            self._need = BLOCK
-            return
-        _check_header(block)
-        typeflag = block[156:157]
-        name = _header_name(block)
-        size = _parse_numeric(block[124:136], "size", os.fsdecode(name))
-        if size < 0:
-            raise ArchiveError("negative size in tar header", entry=os.fsdecode(name))
-        if typeflag in (b"x", b"g", b"L", b"K"):
-            self._meta_type = typeflag
-            self._meta_size = size
-            self._meta_name = name
-            self._state = self._META
-            # a global header is returned as an entry before its padding is read
-            self._need = size + (_padding(size) if typeflag != b"g" else 0)
-            if not self._need:
-                self._meta(b"")
-            return
-        if typeflag == b"S" or any(k.startswith(b"GNU.sparse.") for k in self._pax):
-            raise ArchiveError("sparse tar entries are not supported", entry=os.fsdecode(name))
-        # Go merges PAX records first, then lets a GNU long name win
-        if self._long_name is not None:
-            name = self._long_name
-        elif b"path" in self._pax:
-            name = self._pax[b"path"]
-        if b"size" in self._pax:
-            try:
-                size = int(self._pax[b"size"])
-            except ValueError:
-                raise ArchiveError("invalid PAX size", entry=os.fsdecode(name))
-        self._pax = {}
-        self._long_name = None
-        # Go's reader: links, devices, dirs and fifos are header-only (even
-        # with a size field); a legacy '\0' entry named "x/" is a directory.
-        has_data = typeflag not in (b"1", b"2", b"3", b"4", b"5", b"6") and not (
-            typeflag == b"\0" and name.endswith(b"/"))
-        self._begin_file(name, size, size if has_data else 0)
-
-    def _meta(self, record):
-        data = bytes(record[:self._meta_size])
-        kind = self._meta_type
-        if kind in (b"x", b"g"):
-            records = _parse_pax(data, None)
-            if kind == b"g":
-                # Go returns a global header as an entry of its own (size 0).
-                self._pax = {}
-                self._begin_file(records.get(b"path", self._meta_name), 0, 0)
-                if _padding(self._meta_size):
-                    self._state = self._PAD
-                    self._need = _padding(self._meta_size)
-                return
-            self._pax.update(records)
-        elif kind == b"L":
-            self._long_name = _parse_string(data)
-        elif kind == b"K":
-            pass  # the link name is not part of tar-split's entry
-        self._state = self._HEADER
-        self._need = BLOCK
-
-    def _begin_file(self, name, size, data_size):
-        self._flush_segment()
-        self._entry = (name, size)
-        self._data_size = data_size
-        if data_size:
-            self._crc = CRC64()
-            self._state = self._DATA
-            self._need = data_size
-        else:
-            self._crc = CRC64() if size else None
+        self._file = (name, size)
+        self._left = data_size
+        self._crc = CRC64()
+        if not data_size:
             self._end_file()
 
-    def _crc_add(self, piece):
-        self._crc_pending.append(bytes(piece))
-        self._crc_pending_len += len(piece)
-        if self._crc_pending_len >= _CRC_FLUSH:
-            self._crc.update(b"".join(self._crc_pending))
-            self._crc_pending = []
-            self._crc_pending_len = 0
+    def payload(self, view):
+        n = len(view)
+        self._left -= n
+        if self._global is not None:
+            self._raw.append(bytes(view))
+            if not self._left:
+                self._end_global()
+            return
+        if n >= _CRC_FLUSH and not self._pending:
+            self._crc.update(view)
+        else:
+            # the CRC costs per call: gather small pieces first
+            self._pending.append(bytes(view))
+            self._pending_len += n
+            if self._pending_len >= _CRC_FLUSH:
+                self._crc.update(b"".join(self._pending))
+                self._pending = []
+                self._pending_len = 0
+        if not self._left:
+            self._end_file()
+
+    def padding(self, data):
+        self._raw.append(data)
+
+    def end(self, data):
+        self._raw.append(data)
+        self._flush_segment()
+        self._trail = bytearray()
+
+    def trailing(self, view):
+        # tar-split reads what follows the archive 1 MiB at a time
+        trail = self._trail
+        trail += view
+        while len(trail) >= _PADDING_CHUNK:
+            self.packer.add_segment(bytes(trail[:_PADDING_CHUNK]))
+            del trail[:_PADDING_CHUNK]
+
+    def close(self):
+        """After the reader's end: the last segments."""
+        if self.finished:
+            return
+        if self._trail is None:
+            raise ArchiveError("tar-split: the tar stream was not read to its end")
+        if self._trail:
+            self.packer.add_segment(bytes(self._trail))
+        if self._eof_segment:
+            # v0.11.1 (Docker 20.10) records the last, empty read at EOF too
+            self.packer.add_segment(b"")
+        self.packer.flush()
+        self.finished = True
 
     def _end_file(self):
-        if self._crc_pending:
-            self._crc.update(b"".join(self._crc_pending))
-            self._crc_pending = []
-            self._crc_pending_len = 0
-        name, size = self._entry
+        name, size = self._file
+        if self._pending:
+            self._crc.update(b"".join(self._pending))
+            self._pending = []
+            self._pending_len = 0
         # tar-split: a checksum only for entries with a size (hdr.Size > 0)
-        checksum = self._crc.digest() if size > 0 else None
-        self.packer.add_file(name, size, checksum)
+        self.packer.add_file(name, size, self._crc.digest() if size > 0 else None)
         self.entries += 1
+        self._file = None
         self._crc = None
-        pad = _padding(self._data_size)
-        if pad:
-            self._state = self._PAD
-            self._need = pad
-        else:
-            self._state = self._HEADER
-            self._need = BLOCK
+
+    def _end_global(self):
+        name = self._file[0]
+        data = b"".join(self._raw[self._global:])
+        try:
+            name = tarstream.parse_pax_records(data).get("path", name)
+        except ValueError as e:
+            raise ArchiveError("tar: bad PAX global header: %s" % e, entry=os.fsdecode(name))
+        self._flush_segment()
+        self.packer.add_file(name, 0, None)
+        self.entries += 1
+        self._global = None
+        self._file = None
 
     def _flush_segment(self):
-        if self._raw:
-            self.packer.add_segment(bytes(self._raw))
-            self._raw = bytearray()
+        raw = self._raw
+        if raw:
+            data = raw[0] if len(raw) == 1 else b"".join(raw)
+            self._raw = []
+            if data:
+                self.packer.add_segment(data)
 
 
 # --- writing and reading tar-split.json.gz ---------------------------------
 
 def open_writer(path):
-    """A gzip writer for tar-split.json.gz, header as Go's gzip writes it."""
+    """A gzip writer for tar-split.json.gz, header as Go's gzip writes it.
+
+    Fastest compression: the deflate bytes are never Go's anyway (only the
+    JSON inside is compared), and level 6 costs several times more here.
+    """
     raw = open(path, "wb")
-    gz = gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0)
+    gz = gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=1, mtime=0)
     return _GzipPair(gz, raw)
 
 
@@ -536,17 +423,14 @@ def chunks(entries, root, check_crc=True, chunk=1024 * 1024):
             raise TarSplitError("file integrity checksum failed: %s" % path, entry=name)
 
 
-def disassemble(stream, packer_out, chunk=1024 * 1024, engine_version=None):
+def disassemble(stream, packer_out, engine_version=None):
     """Read a whole tar from ``stream``; write its tar-split JSON to ``packer_out``,
     as Docker Engine ``engine_version`` writes it (the newest when not given).
 
     Returns the Disassembler (``entries`` counts the file entries).
     """
     d = Disassembler(Packer(packer_out), engine_version)
-    while True:
-        data = stream.read(chunk)
-        if not data:
-            break
-        d.feed(data)
+    for _entry in tarstream.TarReader(stream, observer=d):
+        pass    # each payload is skipped: read through, past the observer
     d.close()
     return d

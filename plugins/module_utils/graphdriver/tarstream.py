@@ -23,15 +23,33 @@ records are sorted by key, named ``<dir>/PaxHeaders.0/<base>``, followed by a
 PAX main header with the fields Go writes there. Two zero blocks end the
 archive (Go does not pad to a 10 KiB record as GNU tar does).
 
-For the layer store's tar-split: every :class:`Entry` keeps ``raw``, the exact
-bytes of all its header blocks as they were in the stream (PAX 'x'/'g' and
-GNU 'L'/'K' blocks with their data blocks and padding, then the entry's own
-header block), ``offset`` where those bytes start, ``data_size`` (the payload
-length actually present) and, once the payload has been read or skipped,
-``pad`` (the padding bytes after the payload, raw). After the last entry,
-:meth:`TarReader.read_trailer` returns the end-of-archive blocks and anything
-after them, raw. Concatenating, in order, each entry's ``raw``, payload and
-``pad``, then the trailer, gives back the stream byte for byte.
+Every :class:`Entry` keeps ``raw``, the exact bytes of all its header blocks
+as they were in the stream (PAX 'x'/'g' and GNU 'L'/'K' blocks with their
+data blocks and padding, then the entry's own header block), ``offset``
+where those bytes start, ``data_size`` (the payload length actually present)
+and, once the payload has been read or skipped, ``pad`` (the padding bytes
+after the payload, raw). After the last entry, :meth:`TarReader.read_trailer`
+returns the end-of-archive blocks and anything after them, raw.
+Concatenating, in order, each entry's ``raw``, payload and ``pad``, then the
+trailer, gives back the stream byte for byte.
+
+An *observer* (the layer store's tar-split disassembler) sees that same
+parse as it happens, so nothing parses a layer twice; it gets, in stream
+order and covering every byte once:
+
+* ``member(raw, name, size, data_size, typeflag)``: an entry's header bytes
+  (``raw`` as above) and what tar-split records of it;
+* ``payload(view)``: payload bytes, in pieces (a memoryview valid only
+  during the call), ``data_size`` of them in all, whether the consumer
+  reads, copies or skips them;
+* ``padding(data)``: the padding after a payload;
+* ``end(data)``: the end-of-archive blocks (``b""`` when the stream just
+  stops on a block boundary), then ``trailing(data)`` for everything after
+  them, read to EOF as Docker does ("discard trailing data but ensure
+  metadata is picked up").
+
+With an observer the payloads always pass through the reader's buffer (no
+``copy_file_range``, no seeking over skipped payloads).
 """
 
 import errno
@@ -249,8 +267,11 @@ class TarReader(object):
     or :meth:`close` is called.
     """
 
-    def __init__(self, stream, bufsize=1 << 20):
+    def __init__(self, stream, bufsize=1 << 20, observer=None):
         self._f = stream
+        # A stream may bring its own (the layer store's hashing tee does).
+        self._obs = observer if observer is not None else getattr(
+            stream, "tar_observer", None)
         self._buf = bytearray(bufsize)
         self._view = memoryview(self._buf)
         self._start = 0
@@ -266,7 +287,7 @@ class TarReader(object):
         try:
             # Only a plain file object: a wrapper (say, one hashing what is
             # read) must see every byte, so it is always read through.
-            if type(stream) not in (io.FileIO, io.BufferedReader):
+            if type(stream) not in (io.FileIO, io.BufferedReader) or self._obs is not None:
                 raise io.UnsupportedOperation
             fd = stream.fileno()
             if stat.S_ISREG(os.fstat(fd).st_mode) and stream.seekable():
@@ -341,13 +362,20 @@ class TarReader(object):
                 self.offset += n
             else:
                 entry.pad = self._take(n, "padding of %r" % entry.name)
+            if n and self._obs is not None:
+                self._obs.padding(entry.pad)
 
     def _skip(self, n, entry):
+        obs = self._obs
         avail = self._end - self._start
         if avail >= n:
+            if obs is not None:
+                obs.payload(self._view[self._start:self._start + n])
             self._start += n
             self.offset += n
             return
+        if obs is not None and avail:
+            obs.payload(self._view[self._start:self._end])
         self._start = self._end
         self.offset += avail
         n -= avail
@@ -366,6 +394,8 @@ class TarReader(object):
             if not got:
                 raise ArchiveError("tar stream truncated at offset %d (payload of %r)"
                                    % (self.offset, entry.name))
+            if obs is not None:
+                obs.payload(self._view[:got])
             n -= got
             self.offset += got
         self._start = self._end = 0
@@ -385,7 +415,10 @@ class TarReader(object):
             self._start = s + k
             self.offset += k
             self._remaining -= k
-            yield self._view[s:s + k]
+            piece = self._view[s:s + k]
+            if self._obs is not None:
+                self._obs.payload(piece)
+            yield piece
         self._finish_payload()
 
     def _read_payload(self):
@@ -408,13 +441,20 @@ class TarReader(object):
                 entry.pad = _ZERO_PADS[pad]
             else:
                 entry.pad = bytes(self._view[end:end + pad])
+            if self._obs is not None:
+                self._obs.payload(view)
+                if pad:
+                    self._obs.padding(entry.pad)
             self._start = end + pad
             self.offset += total + pad
             self._remaining = 0
             return total
         avail = min(self._end - self._start, self._remaining)
         if avail:
-            _write_all(fd, self._view[self._start:self._start + avail])
+            piece = self._view[self._start:self._start + avail]
+            _write_all(fd, piece)
+            if self._obs is not None:
+                self._obs.payload(piece)
             self._start += avail
             self.offset += avail
             self._remaining -= avail
@@ -506,10 +546,18 @@ class TarReader(object):
         s, size = plain[6], plain[5]
         if s != self._start or self._entry is not None:
             raise ArchiveError("consume_plain() out of step with the reader")
-        total = BLOCK + size + (-size & (BLOCK - 1))
-        self._start = s + total
-        self.offset += total
-        return self._view[s + BLOCK:s + BLOCK + size]
+        pad = -size & (BLOCK - 1)
+        self._start = s + BLOCK + size + pad
+        self.offset += BLOCK + size + pad
+        payload = self._view[s + BLOCK:s + BLOCK + size]
+        obs = self._obs
+        if obs is not None:
+            obs.member(bytes(self._view[s:s + BLOCK]), plain[0], size, size, REG)
+            if size:
+                obs.payload(payload)
+            if pad:
+                obs.padding(bytes(self._view[s + BLOCK + size:self._start]))
+        return payload
 
     # -- headers ----------------------------------------------------------
     def __iter__(self):
@@ -525,9 +573,14 @@ class TarReader(object):
         entry = self._next_header()
         if entry is None:
             self._done = True
+            if self._obs is not None:
+                self._observe_end()
             self._sync_file()
             raise StopIteration
         self._entry = entry
+        if self._obs is not None:
+            self._obs.member(entry.raw, entry.name, entry.size, entry.data_size,
+                             entry.typeflag)
         return entry
 
     def close(self):
@@ -542,21 +595,35 @@ class TarReader(object):
                 pass
 
     def read_trailer(self):
-        """After the last entry: the end-of-archive blocks and all bytes after, raw."""
+        """After the last entry: the end-of-archive blocks and all bytes after, raw.
+        (With an observer they went to it: then only the blocks.)"""
         if not self._done:
             raise ArchiveError("read_trailer() before the end of the archive")
         parts = [self._end_raw]
-        parts.append(bytes(self._view[self._start:self._end]))
-        self.offset += self._end - self._start
+        parts.extend(bytes(piece) for piece in self._trailing())
+        self._sync_file()
+        return b"".join(parts)
+
+    def _trailing(self):
+        """The bytes after the end-of-archive blocks, to EOF, as memoryviews."""
+        if self._end > self._start:
+            piece = self._view[self._start:self._end]
+            self.offset += self._end - self._start
+            self._start = self._end = 0
+            yield piece
         self._start = self._end = 0
         while True:
             got = self._readinto(self._view)
             if not got:
                 break
-            parts.append(bytes(self._view[:got]))
             self.offset += got
-        self._sync_file()
-        return b"".join(parts)
+            yield self._view[:got]
+
+    def _observe_end(self):
+        obs = self._obs
+        obs.end(self._end_raw)
+        for piece in self._trailing():
+            obs.trailing(piece)
 
     _end_raw = b""
 
