@@ -14,6 +14,7 @@ import pytest
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import registered
 from tests.support import dockerd as dockerd_support
 from tests.support import images
+from tests.support.qemu_vm import VM, VMUnavailable
 from tests.support.skips import reason_of
 
 
@@ -33,6 +34,36 @@ def image_archives(tmp_path_factory):
                 str(tmp_path_factory.mktemp("image-" + engine)), engine=engine)
         return built[engine]
     return archive
+
+
+@pytest.fixture(scope="session")
+def qemu_vm():
+    """``qemu_vm()``: the session's one VM (tests/support/qemu_vm.py), booted
+    by the first test that calls it and powered off after the last; a skip
+    with the reason where none can boot. Each test cleans up in it what it
+    made."""
+    vms, reasons = [], []
+
+    def vm():
+        if not vms and not reasons:
+            try:
+                vms.append(VM())
+            except VMUnavailable as e:
+                reasons.append(str(e))
+        if reasons:
+            pytest.skip("cannot boot a VM: %s" % reasons[0])
+        return vms[0]
+    try:
+        yield vm
+    finally:
+        for v in vms:
+            v.close()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    # The VM tests last, one after another: an idle VM still costs CPU
+    # under TCG, and it stays up from the first to the last of them.
+    items.sort(key=lambda item: "qemu_vm" in getattr(item, "fixturenames", ()))
 
 
 def _driver_of(report):

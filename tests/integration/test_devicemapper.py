@@ -21,11 +21,10 @@ from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver imp
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import (
     devicemapper as dm)
 from tests.support import backend_devicemapper
-from tests.support.qemu_vm import VM, VMUnavailable
+from tests.support.qemu_vm import run_pytest
 
 from . import graphtest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IN_VM = os.environ.get("STRATA_IN_VM") == "1"
 REASON = backend_devicemapper.unavailable_reason()
 needs_dm = pytest.mark.skipif(
@@ -49,25 +48,13 @@ def test_not_supported_without_device_mapper(tmp_path):
     assert not home.exists()
 
 
-def test_in_qemu_vm():
-    """The conformance suite and the test_dm_* tests, in a VM."""
+def test_in_qemu_vm(qemu_vm):
+    """The conformance suite and the test_dm_* tests, in the session's VM."""
     if IN_VM:
         pytest.skip("already inside the VM")
-    try:
-        vm = VM()
-    except VMUnavailable as e:
-        pytest.skip("cannot boot a VM for devicemapper: %s" % e)
-    command = (
-        "modprobe -a loop dm_thin_pool xfs ext4 && "
-        "STRATA_IN_VM=1 PYTHONPATH=%s/.build %s/.venv/bin/python -m pytest -p no:cacheprovider "
-        "-q -rs --durations=25 -k devicemapper tests/integration/test_conformance.py "
-        "tests/integration/test_layerstore_drivers.py tests/integration/test_devicemapper.py" % (ROOT, ROOT))
-    with vm:
-        result = vm.run(command, cwd=ROOT, timeout=900)
-    out = result.stdout + result.stderr
-    print("VM run: %.1fs under TCG\n%s" % (result.seconds, out))
-    assert result.rc == 0, out[-6000:] + "\nconsole:\n" + result.console[-3000:]
-    summary = out.strip().splitlines()[-1]
+    _, summary = run_pytest(qemu_vm(), "-k devicemapper tests/integration/test_conformance.py "
+                            "tests/integration/test_layerstore_drivers.py "
+                            "tests/integration/test_devicemapper.py")
     passed = int(re.search(r"(\d+) passed", summary).group(1))
     # 6 conformance tests (set_quota skips: below xfs base size), 2 layer store tests, test_dm_*
     dm_tests = sum(1 for name in globals() if name.startswith("test_dm_"))

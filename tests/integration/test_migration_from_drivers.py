@@ -41,11 +41,10 @@ from tests.support import dockerd as dockerd_support
 from tests.support import images
 from tests.support.backends import Unavailable, backend_home
 from tests.support.loop import loop_filesystem
-from tests.support.qemu_vm import VM, VMUnavailable
+from tests.support.qemu_vm import run_pytest
 
 pytestmark = pytest.mark.root
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IN_VM = os.environ.get("STRATA_IN_VM") == "1"
 DRIVERS = ["btrfs", "devicemapper", "fuse-overlayfs", "zfs"]
 # Engine 26.1 too where it can write the source: it has no devicemapper
@@ -213,7 +212,7 @@ def test_dockerd_refuses_zfs_fuse(tmp_path, request):
 
 
 @pytest.mark.slow
-def test_in_qemu_vm(request):
+def test_in_qemu_vm(request, qemu_vm):
     """The devicemapper case, in a VM: a real dockerd on loop-lvm there
     (about two minutes under TCG, most of it dockerd on devicemapper)."""
     request.node.user_properties.append(("driver", "devicemapper"))
@@ -222,19 +221,6 @@ def test_in_qemu_vm(request):
     reason = backend_devicemapper.unavailable_reason()
     if reason is None:
         pytest.skip("device-mapper here: the devicemapper case runs on this host")
-    try:
-        vm = VM()
-    except VMUnavailable as e:
-        pytest.skip("cannot boot a VM for devicemapper: %s" % e)
-    # nothing mounts cgroups in the VM, and docker run needs them
-    command = (
-        "modprobe -a loop dm_thin_pool xfs overlay && mount -t cgroup2 none /sys/fs/cgroup && "
-        "STRATA_IN_VM=1 PYTHONPATH=%s/.build %s/.venv/bin/python -m pytest -p no:cacheprovider "
-        "-q -rs -k devicemapper tests/integration/test_migration_from_drivers.py" % (ROOT, ROOT))
-    with vm:
-        result = vm.run(command, cwd=ROOT, timeout=600)
-    out = result.stdout + result.stderr
-    print("VM run: %.1fs under TCG\n%s" % (result.seconds, out))
-    assert result.rc == 0, out[-6000:] + "\nconsole:\n" + result.console[-3000:]
-    summary = out.strip().splitlines()[-1]
+    _, summary = run_pytest(qemu_vm(), "-k devicemapper tests/integration/test_migration_from_drivers.py",
+                            timeout=600)
     assert re.search(r"\b1 passed", summary) and "skipped" not in summary, summary

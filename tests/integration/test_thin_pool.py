@@ -25,7 +25,7 @@ from tests.integration.test_migration import KEEPER, KEPT
 from tests.support import backend_devicemapper, images
 from tests.support import dockerd as dockerd_support
 from tests.support.playbook import HOST_PYTHON, run_module, run_playbook, run_tasks
-from tests.support.qemu_vm import VM, VMUnavailable
+from tests.support.qemu_vm import run_pytest
 
 pytestmark = pytest.mark.root
 
@@ -163,28 +163,13 @@ def test_bad_size_is_a_clear_error(vg_name):
 # --- the VM -----------------------------------------------------------------
 
 @pytest.mark.slow
-def test_in_qemu_vm():
-    """Every test_vm_* test, in one VM boot."""
+def test_in_qemu_vm(qemu_vm):
+    """Every test_vm_* test, in the session's VM."""
     if IN_VM:
         pytest.skip("already inside the VM")
     if REASON is None:
         pytest.skip("device-mapper here: the test_vm_* tests run on this host")
-    try:
-        vm = VM()
-    except VMUnavailable as e:
-        pytest.skip("cannot boot a VM for device-mapper: %s" % e)
-    # nothing mounts cgroups in the VM, and docker run needs them
-    command = (
-        "modprobe -a loop dm_thin_pool xfs overlay && mount -t cgroup2 none /sys/fs/cgroup && "
-        "STRATA_IN_VM=1 PYTHONPATH={root}/.build ANSIBLE_COLLECTIONS_PATH={root}/.build "
-        "{root}/.venv/bin/python -m pytest -p no:cacheprovider -q -rs --durations=5 -k test_vm_ "
-        "tests/integration/test_thin_pool.py".format(root=ROOT))
-    with vm:
-        result = vm.run(command, cwd=ROOT, timeout=900)
-    out = result.stdout + result.stderr
-    print("VM run: %.1fs under TCG\n%s" % (result.seconds, out))
-    assert result.rc == 0, out[-8000:] + "\nconsole:\n" + result.console[-3000:]
-    summary = out.strip().splitlines()[-1]
+    _, summary = run_pytest(qemu_vm(), "-k test_vm_ tests/integration/test_thin_pool.py", timeout=1500)
     vm_tests = sum(1 for name in globals() if name.startswith("test_vm_"))
     assert re.search(r"\b%d passed" % vm_tests, summary) and "skipped" not in summary, summary
 
@@ -239,6 +224,28 @@ def test_vm_thin_pool_life_cycle(tmp_path, vg_name, lvm_env):
         assert gone["diff"]["before"]["pool"]["size"] == grow["pool"]["size"] and gone["diff"]["after"] == {}
         assert sh("vgs", vg_name).returncode != 0
         assert blkid(d1) == {} and blkid(d2) == {}
+
+
+@needs_dm
+def test_vm_refuses_a_held_device(tmp_path, vg_name, lvm_env):
+    """A device that device-mapper holds (a linear target over it, as a
+    LUKS or multipath device would): refused without force and with it,
+    as the device-safety matrix's devices in use are, and left unchanged."""
+    with loop_devices(str(tmp_path), [64]) as (d1,):
+        held = "strata-held-%d" % os.getpid()
+        sectors = sh("blockdev", "--getsz", d1, check=True).stdout.strip()
+        sh("dmsetup", "create", held, "--table", "0 %s linear %s 0" % (sectors, d1), check=True)
+        try:
+            assert os.listdir("/sys/class/block/%s/holders" % os.path.basename(d1))
+            run = run_tasks([{"name": name, "strata.graphdriver.thin_pool": {"vg": vg_name, "devices": [d1],
+                                                                             "force": force},
+                              "ignore_errors": True} for name, force in (("plain", False), ("forced", True))])
+            for name in ("plain", "forced"):
+                res = run.by_task(name)[0]
+                assert "device %s is in use" % d1 in res.get("msg", ""), (name, res)
+            assert sh("vgs", vg_name).returncode != 0 and blkid(d1) == {}
+        finally:
+            sh("dmsetup", "remove", held)
 
 
 def _extents(size):

@@ -18,9 +18,8 @@ import pytest
 
 from tests.support.backends import quota_missing
 from tests.support.loop import loop_filesystem
-from tests.support.qemu_vm import VM, VMUnavailable
+from tests.support.qemu_vm import run_pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IN_VM = os.environ.get("STRATA_IN_VM") == "1"
 QUOTA_TESTS = ("tests/integration/test_conformance.py::test_set_quota[vfs]",
                "tests/integration/test_conformance.py::test_set_quota[overlay2]",
@@ -39,25 +38,13 @@ def _xfs_v4_missing():
     return None
 
 
-def test_xfs_features_in_qemu_vm():
+def test_xfs_features_in_qemu_vm(qemu_vm):
     if IN_VM:
         pytest.skip("already inside the VM")
     missing = [r for r in (quota_missing("vfs"), _xfs_v4_missing()) if r]
     if not missing:
         pytest.skip("this kernel has xfs project quota and V4: those tests run on this host")
-    try:
-        vm = VM()
-    except VMUnavailable as e:
-        pytest.skip("cannot boot a VM for xfs (%s): %s" % ("; ".join(missing), e))
     tests = QUOTA_TESTS + FTYPE0_TESTS
-    command = ("modprobe -a loop xfs overlay && STRATA_IN_VM=1 PYTHONPATH=%s/.build "
-               "%s/.venv/bin/python -m pytest -p no:cacheprovider -q -rs --durations=5 %s"
-               % (ROOT, ROOT, " ".join(tests)))
-    with vm:
-        result = vm.run(command, cwd=ROOT, timeout=600)
-    out = result.stdout + result.stderr
-    print("VM run: %.1fs under TCG\n%s" % (result.seconds, out))
-    assert result.rc == 0, out[-6000:] + "\nconsole:\n" + result.console[-3000:]
-    summary = out.strip().splitlines()[-1]
+    _, summary = run_pytest(qemu_vm(), " ".join(tests), timeout=600)
     assert re.search(r"\b%d passed\b" % len(tests), summary), summary
     assert not re.search(r"skipped|failed|error", summary), summary

@@ -1,30 +1,40 @@
-"""A throwaway qemu virtual machine for tests that need a kernel feature this
-machine lacks (device-mapper): Debian's own kernel under ``-accel tcg``.
+"""A qemu virtual machine for tests that need a kernel feature this machine
+lacks (device-mapper, xfs quota and V4): Debian's own kernel under
+``-accel tcg``, booted once and given one command after another.
 
     with VM() as vm:                      # VMUnavailable(reason) if impossible
         result = vm.run("dmsetup targets", timeout=300)
         result.rc, result.stdout, result.stderr
+
+Booting costs about a minute under TCG, so a session boots one VM
+(tests/integration/conftest.py's ``qemu_vm``) and every VM test runs its
+commands in it; each cleans up what it made (pools, devices, loop files:
+the guest's /tmp is a tmpfs in its memory).
 
 How it boots fast with everything the host has:
 
 - kernel: /boot/vmlinuz-<ver> from Debian's linux-image-amd64 package (the
   cloud flavour has no 9p, so a kernel is chosen only if its 9p module is
   installed under /lib/modules/<ver>);
-- initramfs: built here, in Python (cpio newc): a static busybox, the 9p and
-  virtio modules (in ``modprobe --show-depends`` order) and an /init that
-  mounts the host's root filesystem read-only over 9p, puts tmpfs on /tmp
-  /run /root, mounts the run directory writable (a second 9p share) and the
-  working directory read-only (a third: a checkout under /tmp stays seen), and
-  switch_roots into the host's system: same python3, dmsetup, xfsprogs,
-  the kernel package's modules (the guest's modprobe finds them under the
-  host's /lib/modules) and this repository;
-- the command's stdout, stderr and exit status are written as files into
-  the run directory; the console (kernel log) goes to ``console.log`` there;
-- the guest powers off with sysrq; the qemu process is killed by its pid on
-  every exit path.
+- initramfs: built in Python (cpio newc) and cached in CACHE, keyed by
+  what goes in it: a static busybox, the 9p and virtio modules (in
+  ``modprobe --show-depends`` order) and an /init that mounts the host's
+  root filesystem read-only over 9p, puts tmpfs on /tmp /run /root, mounts
+  the run directory writable (a second 9p share) and the working directory
+  read-only (a third: a checkout under /tmp stays seen), and switch_roots
+  into the host's system: same python3, dmsetup, xfsprogs, the kernel
+  package's modules (the guest's modprobe finds them under the host's
+  /lib/modules) and this repository;
+- commands: the host writes job-<n>/ in the run directory (command, cwd,
+  then ``ready``); the guest's loop runs them in order and writes stdout,
+  stderr and rc there; the console (kernel log) goes to ``console.log``;
+- the guest powers off with sysrq when ``poweroff`` appears; the qemu
+  process is killed by its pid on every exit path, and after a command
+  that timed out (the next ``run`` boots a fresh VM).
 """
 
 import glob
+import hashlib
 import os
 import shlex
 import shutil
@@ -142,19 +152,38 @@ export DM_DISABLE_UDEV=1
 mkdir -p /dev/pts /dev/shm /run/lock
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
-cd {cwd}
-sh -c {command} > {run}/stdout 2> {run}/stderr < /dev/null
-echo $? > {run}/rc.tmp && mv {run}/rc.tmp {run}/rc
-sync
-echo o > /proc/sysrq-trigger
-sleep 10
+run={run}
+: > $run/booted
+n=0
+while :; do
+  job=$run/job-$n
+  if [ -e $job/ready ]; then
+    (cd "$(cat $job/cwd)" && exec sh $job/command) > $job/stdout 2> $job/stderr < /dev/null
+    echo $? > $job/rc.tmp && mv $job/rc.tmp $job/rc
+    n=$((n+1))
+  elif [ -e $run/poweroff ]; then
+    sync
+    echo o > /proc/sysrq-trigger
+    sleep 10
+  else
+    sleep 0.5
+  fi
+done
 """
+
+# Where the initramfs is kept between runs (keyed by its inputs).
+CACHE = "/var/cache/strata-graphdriver/vm"
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class VM(object):
-    """Boot one VM per ``run``; the object only holds the prepared initramfs."""
+    """One VM, booted at the first ``run`` and kept until ``close``.
 
-    def __init__(self, memory_mb=1536, smp=2):
+    ``work``: the directory shared read-only at its own path (by default
+    this repository), for commands whose files live below a guest tmpfs.
+    """
+
+    def __init__(self, memory_mb=3072, smp=2, work=ROOT):
         if not shutil.which(QEMU):
             raise VMUnavailable("%s is not installed (qemu-system-x86)" % QEMU)
         if not os.path.exists("/bin/busybox"):
@@ -164,70 +193,120 @@ class VM(object):
         self.vmlinuz, self.version = find_kernel()
         self.memory_mb = memory_mb
         self.smp = smp
-        self._dir = None
+        self.work = os.path.abspath(work)
+        self.initramfs = _initramfs(self.version)
+        self.boots = 0
+        self.boot_seconds = None      # of the last boot: qemu started to the guest's loop
+        self._dir = self._proc = None
+        self._jobs = 0
+        self._started = None
 
     def __enter__(self):
-        self._dir = tempfile.mkdtemp(prefix="strata-vm-", dir=RUN_PARENT)
-        modules = _module_files(self.version)
-        entries = [("bin", 0o40755, b"", 0, 0), ("dev", 0o40755, b"", 0, 0),
-                   ("dev/console", 0o20600, b"", 5, 1), ("proc", 0o40755, b"", 0, 0),
-                   ("sys", 0o40755, b"", 0, 0), ("modules", 0o40755, b"", 0, 0),
-                   ("init", 0o100755, INIT.encode(), 0, 0),
-                   ("modules.order", 0o100644,
-                    "\n".join(os.path.basename(m) for m in modules).encode(), 0, 0)]
-        with open("/bin/busybox", "rb") as f:
-            entries.append(("bin/busybox", 0o100755, f.read(), 0, 0))
-        for m in modules:
-            with open(m, "rb") as f:
-                entries.append(("modules/" + os.path.basename(m), 0o100644, f.read(), 0, 0))
-        self.initramfs = os.path.join(self._dir, "initramfs.cpio")
-        with open(self.initramfs, "wb") as f:
-            f.write(_cpio_newc(entries))
         return self
 
     def __exit__(self, *exc):
+        self.close()
+
+    def _boot(self):
+        self._dir = tempfile.mkdtemp(prefix="strata-vm-", dir=RUN_PARENT)
+        os.chmod(self._dir, 0o755)
+        with open(os.path.join(self._dir, "guest.sh"), "w") as f:
+            f.write(GUEST.format(run=shlex.quote(self._dir)))
+        self.console_path = os.path.join(self._dir, "console.log")
+        argv = [QEMU, "-accel", "tcg", "-m", str(self.memory_mb), "-smp", str(self.smp),
+                "-nographic", "-no-reboot", "-nodefaults", "-serial", "file:" + self.console_path,
+                "-monitor", "none", "-kernel", self.vmlinuz, "-initrd", self.initramfs,
+                "-append", "console=ttyS0 quiet panic=-1 strata.run=%s strata.work=%s"
+                % (self._dir, self.work),
+                "-virtfs", "local,path=/,mount_tag=hostroot,security_model=passthrough,"
+                           "readonly=on,multidevs=remap",
+                "-virtfs", "local,path=%s,mount_tag=run,security_model=passthrough" % self._dir,
+                "-virtfs", "local,path=%s,mount_tag=work,security_model=passthrough,"
+                           "readonly=on,multidevs=remap" % self.work]
+        self._started = time.monotonic()
+        self.boot_seconds = None
+        self._jobs = 0
+        with open(os.path.join(self._dir, "qemu.log"), "wb") as log:
+            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                          stderr=subprocess.STDOUT)
+        self.boots += 1
+
+    def run(self, command, cwd="/", timeout=600):
+        """Run ``command`` (a shell command line) in ``cwd`` in the VM, booting
+        it first if it is not up; a command that does not end in ``timeout``
+        seconds is a RuntimeError, and the VM is killed."""
+        if self._proc is None:
+            self._boot()
+        job = os.path.join(self._dir, "job-%d" % self._jobs)
+        self._jobs += 1
+        os.mkdir(job)
+        for name, text in (("command", command), ("cwd", os.path.abspath(cwd)), ("ready", "")):
+            with open(os.path.join(job, name), "w") as f:
+                f.write(text)
+        start = time.monotonic()
+        rc_path = os.path.join(job, "rc")
+        while not os.path.exists(rc_path):
+            if self.boot_seconds is None and os.path.exists(os.path.join(self._dir, "booted")):
+                self.boot_seconds = time.monotonic() - self._started
+            problem = ("qemu exited (status %s)" % self._proc.poll() if self._proc.poll() is not None
+                       else "timed out after %ds" % timeout if time.monotonic() - start > timeout else None)
+            if problem:
+                out = _read(os.path.join(self._dir, "qemu.log"))
+                partial = _read(os.path.join(job, "stdout"))[-4000:] + _read(os.path.join(job, "stderr"))[-4000:]
+                console = _read(self.console_path)[-4000:]
+                self.close()
+                raise RuntimeError("VM command %s: %s\n%s\noutput so far:\n%s\nconsole:\n%s"
+                                   % (problem, command, out.strip(), partial, console))
+            time.sleep(0.5)
+        if self.boot_seconds is None:
+            self.boot_seconds = time.monotonic() - self._started
+        return Result(int(_read(rc_path).strip()), _read(os.path.join(job, "stdout")),
+                      _read(os.path.join(job, "stderr")), time.monotonic() - start,
+                      _read(self.console_path))
+
+    def close(self):
+        """Power the guest off (killing qemu, by its pid, if it does not go)."""
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                open(os.path.join(self._dir, "poweroff"), "w").close()
+                try:
+                    self._proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    self._proc.kill()          # only the qemu this object started
+                    self._proc.wait()
+            self._proc = None
         if self._dir:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
-    def run(self, command, cwd="/", timeout=600):
-        """Boot, run ``command`` (a shell command line) in ``cwd``, power off."""
-        run = tempfile.mkdtemp(prefix="run-", dir=self._dir)
-        os.chmod(run, 0o755)
-        with open(os.path.join(run, "guest.sh"), "w") as f:
-            f.write(GUEST.format(cwd=shlex.quote(cwd), command=shlex.quote(command),
-                                 run=shlex.quote(run)))
-        console = os.path.join(run, "console.log")
-        argv = [QEMU, "-accel", "tcg", "-m", str(self.memory_mb), "-smp", str(self.smp),
-                "-nographic", "-no-reboot", "-nodefaults", "-serial", "file:" + console,
-                "-monitor", "none", "-kernel", self.vmlinuz, "-initrd", self.initramfs,
-                "-append", "console=ttyS0 quiet panic=-1 strata.run=%s strata.work=%s"
-                % (run, os.path.abspath(cwd)),
-                "-virtfs", "local,path=/,mount_tag=hostroot,security_model=passthrough,"
-                           "readonly=on,multidevs=remap",
-                "-virtfs", "local,path=%s,mount_tag=run,security_model=passthrough" % run,
-                "-virtfs", "local,path=%s,mount_tag=work,security_model=passthrough,"
-                           "readonly=on,multidevs=remap" % os.path.abspath(cwd)]
-        start = time.monotonic()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT)
-        try:
-            try:
-                qemu_out = proc.communicate(timeout=timeout)[0]
-            except subprocess.TimeoutExpired:
-                qemu_out = b"timed out after %ds" % timeout
-        finally:
-            if proc.poll() is None:
-                proc.kill()          # by pid: only the qemu this call started
-                proc.wait()
-        seconds = time.monotonic() - start
-        log = _read(console)
-        rc_text = _read(os.path.join(run, "rc")).strip()
-        if not rc_text:
-            raise RuntimeError("VM run gave no exit status (qemu: %s)\nconsole:\n%s"
-                               % (qemu_out.decode(errors="replace").strip(), log[-4000:]))
-        return Result(int(rc_text), _read(os.path.join(run, "stdout")),
-                      _read(os.path.join(run, "stderr")), seconds, log)
+
+def _initramfs(version):
+    """The initramfs for kernel ``version``: from CACHE when its inputs are
+    unchanged, else built and stored there (temp, rename)."""
+    modules = _module_files(version)
+    key = hashlib.sha256(INIT.encode())
+    for path in ["/bin/busybox"] + modules:
+        st = os.stat(path)
+        key.update(("%s %d %d\n" % (path, st.st_size, st.st_mtime_ns)).encode())
+    cached = os.path.join(CACHE, "initramfs-%s-%s.cpio" % (version, key.hexdigest()[:16]))
+    if os.path.exists(cached):
+        return cached
+    entries = [("bin", 0o40755, b"", 0, 0), ("dev", 0o40755, b"", 0, 0),
+               ("dev/console", 0o20600, b"", 5, 1), ("proc", 0o40755, b"", 0, 0),
+               ("sys", 0o40755, b"", 0, 0), ("modules", 0o40755, b"", 0, 0),
+               ("init", 0o100755, INIT.encode(), 0, 0),
+               ("modules.order", 0o100644,
+                "\n".join(os.path.basename(m) for m in modules).encode(), 0, 0)]
+    for path, name in [("/bin/busybox", "bin/busybox")] + [(m, "modules/" + os.path.basename(m))
+                                                            for m in modules]:
+        with open(path, "rb") as f:
+            entries.append((name, 0o100755 if name.startswith("bin/") else 0o100644, f.read(), 0, 0))
+    os.makedirs(CACHE, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=CACHE, prefix=".initramfs-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(_cpio_newc(entries))
+    os.rename(tmp, cached)
+    return cached
 
 
 def _is_static(path):
@@ -241,3 +320,28 @@ def _read(path):
             return f.read()
     except FileNotFoundError:
         return ""
+
+
+# What the VM tests need of the guest, made sure of before each command:
+# the modules (Debian's kernel has them all), and cgroups, which nothing
+# mounts in the guest and docker run needs.
+PREPARE = ("modprobe -a loop dm_thin_pool xfs ext4 overlay && "
+           "{ mountpoint -q /sys/fs/cgroup || mount -t cgroup2 none /sys/fs/cgroup; }")
+BASETEMP = "/tmp/strata-vm-pytest"
+
+
+def run_pytest(vm, args, timeout=900):
+    """pytest ``args`` (a command-line tail) in ``vm``, from this repository,
+    with STRATA_IN_VM=1, in a basetemp removed afterwards (the guest's /tmp
+    is its memory, shared by every test the session runs there). Asserts it
+    passed; returns (Result, the last line of its output)."""
+    command = ("{prepare} && rm -rf {bt} && STRATA_IN_VM=1 PYTHONPATH={root}/.build "
+               "ANSIBLE_COLLECTIONS_PATH={root}/.build {root}/.venv/bin/python -m pytest "
+               "-p no:cacheprovider -q -rs --durations=10 --basetemp={bt} {args}; "
+               "rc=$?; rm -rf {bt}; exit $rc").format(prepare=PREPARE, bt=BASETEMP, root=ROOT, args=args)
+    result = vm.run(command, cwd=ROOT, timeout=timeout)
+    out = result.stdout + result.stderr
+    print("VM run: %.1fs under TCG (boot %s)\n%s"
+          % (result.seconds, "%.1fs" % vm.boot_seconds if vm.boot_seconds else "-", out))
+    assert result.rc == 0, out[-8000:] + "\nconsole:\n" + result.console[-3000:]
+    return result, out.strip().splitlines()[-1]
