@@ -1,5 +1,6 @@
-"""strata.graphdriver.data_root_check on stores a real dockerd wrote (vfs, overlay2, fuse-overlayfs,
-btrfs on a loop file).
+"""strata.graphdriver.data_root_check on stores a real dockerd wrote: vfs,
+overlay2, fuse-overlayfs, btrfs (on a loop file), zfs (on zfs-fuse) and
+devicemapper (loop-lvm, in the session's qemu VM).
 
 A healthy store is found healthy. Then every kind of problem is made the
 way it happens (a crash mid-registration or mid-removal, a full disk, a
@@ -8,38 +9,66 @@ once, with its path; check mode changes nothing; a repair with force
 removes exactly the orphans, write sets and unfinished removals and
 nothing that an image or a container uses, and the real layers still
 verify.
+
+Who writes each store: dockerd 20.10, once per driver, copied per test
+(cp -a, sparse: a devicemapper store is its loop files and metadata, and
+the copy's pool takes its name from the copy's home); on btrfs each test
+has dockerd write its own (its layers are subvolumes, which cp -a cannot
+copy). dockerd refuses zfs-fuse (see test_migration_from_drivers), so the
+zfs store is the vfs store dockerd wrote, migrated to zfs by our driver on
+a fresh zfs-fuse pool for each test. This kernel has no device-mapper:
+``test_in_qemu_vm`` runs the devicemapper cases in the VM.
 """
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
-
-import contextlib
+from unittest import mock
 
 import pytest
 
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import fsck, new, tarsplit
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import (
+    fsck, migrate, new, tarsplit)
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.layerstore import (
     LayerStore, random_id)
 from tests.integration.test_migration import KEEPER
+from tests.support import backend_devicemapper
 from tests.support import dockerd as dockerd_support
 from tests.support import images
+from tests.support.backends import Unavailable, backend_home
 from tests.support.loop import loop_filesystem
 from tests.support.playbook import run_module
+from tests.support.qemu_vm import run_pytest
 
 pytestmark = pytest.mark.root
 
-DRIVERS = ["vfs", "overlay2", "fuse-overlayfs", "btrfs"]
-# A btrfs store's layers are subvolumes: cp -a cannot copy one, so each test
-# on btrfs has dockerd write its own, on a fresh loop-file btrfs.
-COPIED = ("vfs", "overlay2", "fuse-overlayfs")
+IN_VM = os.environ.get("STRATA_IN_VM") == "1"
+DRIVERS = ["vfs", "overlay2", "fuse-overlayfs", "btrfs", "zfs", "devicemapper"]
+COPIED = ("vfs", "overlay2", "fuse-overlayfs", "devicemapper")
+# where Docker's Get mounts a layer (moby's drivers): a stray mount is made there
+MOUNT_DIR = {"vfs": "dir/{}", "btrfs": "subvolumes/{}", "zfs": "graph/{}", "devicemapper": "mnt/{}"}
 
 
-def _write_store(driver, work, data_root):
+class Store(object):
+    def __init__(self, driver, data_root, image_count, options=None):
+        self.driver, self.data_root, self.image_count = driver, data_root, image_count
+        self.options = options or {}
+
+    def module_args(self, **extra):
+        args = {"data_root": self.data_root, "daemon_json": "/nonexistent"}
+        if self.options:
+            args["storage_opts"] = ["%s=%s" % kv for kv in sorted(self.options.items())]
+        return dict(args, **extra)
+
+
+def _write_store(driver, work, data_root, options=None):
     """dockerd writes the test image, a created container and keeper; returns the image count."""
-    with dockerd_support.dockerd(os.path.join(work, "d"), driver, data_root) as d:
+    opts = ["%s=%s" % kv for kv in sorted((options or {}).items())]
+    with dockerd_support.dockerd(os.path.join(work, "d"), driver, data_root, storage_opts=opts) as d:
         images.build_into(d, work)
         d.docker("create", "--name", "created", "--network", "none", images.TAG)
         assert d.docker("run", "--name", "keeper", "--network", "none", images.TAG,
@@ -49,29 +78,74 @@ def _write_store(driver, work, data_root):
 
 @pytest.fixture(scope="module", params=DRIVERS)
 def template(request, tmp_path_factory):
+    """A Store dockerd wrote, to copy (on btrfs only the driver: each test writes its own)."""
+    driver = request.param
     reason = dockerd_support.available() or images.busybox_available()
     if reason:
         pytest.skip(reason)
-    driver = request.param
-    if driver not in COPIED:
-        return driver, None, None
+    if driver == "btrfs":
+        yield Store(driver, None, None)
+        return
     work = str(tmp_path_factory.mktemp("fsck-" + driver))
     data_root = os.path.join(work, "docker")
-    return driver, data_root, _write_store(driver, work, data_root)
+    if driver == "devicemapper":
+        reason = backend_devicemapper.unavailable_reason()
+        if reason:
+            pytest.skip("no device-mapper here (%s); test_in_qemu_vm runs this in a VM" % reason)
+        with backend_home("devicemapper", data_root) as (home, options):
+            # the VM has no udev: without this dockerd refuses the driver
+            options = dict(options, **{"dm.override_udev_sync_check": "true"})
+            yield Store(driver, data_root, _write_store(driver, work, data_root, options), options)
+        return
+    # zfs: the store starts as dockerd's vfs store (dockerd refuses zfs-fuse)
+    yield Store(driver, data_root, _write_store("vfs" if driver == "zfs" else driver, work, data_root))
+
+
+@contextlib.contextmanager
+def _zfs_copy(template, tmp_path):
+    """The template's vfs store, migrated to zfs on a fresh zfs-fuse pool."""
+    from tests.support.zfs_fuse import zfs_fuse_pool
+    with contextlib.ExitStack() as stack:
+        try:
+            pool = stack.enter_context(zfs_fuse_pool(directory=str(tmp_path), size_mb=512))
+        except Unavailable as e:
+            pytest.skip("zfs backend unavailable: %s" % e)
+        # the data-root on ext4, the layers datasets below zfs.fsname (a
+        # setup Docker documents): Docker's zfs driver mounts them at
+        # <data-root>/zfs/graph/<id> only while in use
+        options = {"zfs.fsname": pool.create_dataset("docker", os.path.join(pool.mountpoint, "docker"))}
+        data_root = str(tmp_path / "docker")
+        subprocess.run(["cp", "-a", template.data_root, data_root], check=True)
+        # migrate refuses a target Docker Engine cannot run, as zfs on
+        # zfs-fuse: lifted for this one step, which only writes the store
+        with mock.patch.object(migrate, "check_driver", return_value=(True, "")):
+            migrate.migrate(data_root, "vfs", "zfs", target_options=options)
+        shutil.rmtree(os.path.join(data_root, "vfs"))
+        shutil.rmtree(os.path.join(data_root, "image", "vfs"))
+        yield Store("zfs", data_root, template.image_count, options)
 
 
 @contextlib.contextmanager
 def _own_store(template, tmp_path):
-    """(driver, data_root, image count): a copy of the template, or on btrfs a store of its own."""
-    driver, src, image_count = template
-    if driver in COPIED:
+    """A Store of this test's own: a copy of the template, or on btrfs written for it."""
+    driver = template.driver
+    if driver == "zfs":
+        with _zfs_copy(template, tmp_path) as store:
+            yield store
+    elif driver in COPIED:
         data_root = str(tmp_path / "docker")
-        subprocess.run(["cp", "-a", src, data_root], check=True)
-        yield driver, data_root, image_count
-        return
-    with loop_filesystem("btrfs", size_mb=400) as mnt:
-        data_root = os.path.join(mnt, "docker")
-        yield driver, data_root, _write_store(driver, str(tmp_path), data_root)
+        subprocess.run(["cp", "-a", "--sparse=always", template.data_root, data_root], check=True)
+        try:
+            yield Store(driver, data_root, template.image_count, template.options)
+        finally:
+            if driver == "devicemapper":
+                backend_devicemapper.teardown(os.path.join(data_root, driver))
+                # the VM's /tmp is its memory
+                shutil.rmtree(data_root, ignore_errors=True)
+    else:
+        with loop_filesystem("btrfs", size_mb=400) as mnt:
+            data_root = os.path.join(mnt, "docker")
+            yield Store(driver, data_root, _write_store(driver, str(tmp_path), data_root))
 
 
 @pytest.fixture
@@ -80,13 +154,19 @@ def store(template, tmp_path):
         yield s
 
 
-def tree(root):
+def tree(store):
+    """Every path under the data-root with its mode, size and mtime; but on
+    zfs and devicemapper, where reading a layer means mounting it, the
+    directory that holds the mountpoints without its mtime (a mountpoint
+    made there and removed again touches it, as Docker's own Get does)."""
+    mounts_in = os.path.join(store.data_root, store.driver, MOUNT_DIR.get(store.driver, "").partition("/")[0])
     out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(store.data_root):
         for name in dirnames + filenames:
             path = os.path.join(dirpath, name)
             st = os.lstat(path)
-            out[path] = (st.st_mode, st.st_size, st.st_mtime_ns)
+            touched = store.driver in ("zfs", "devicemapper") and path == mounts_in
+            out[path] = (st.st_mode, st.st_size, None if touched else st.st_mtime_ns)
     return out
 
 
@@ -97,14 +177,13 @@ def mount_table(under):
 
 
 def test_a_store_dockerd_wrote_is_healthy(store):
-    driver, data_root, image_count = store
-    report = fsck.check(data_root, driver)
+    report = fsck.check(store.data_root, store.driver, store.options)
     assert report.findings == []
-    assert (report.layers, report.images, report.containers) == (2, image_count, 2)
-    run, res = run_module("data_root_check", {"data_root": data_root, "daemon_json": "/nonexistent"})
+    assert (report.layers, report.images, report.containers) == (2, store.image_count, 2)
+    run, res = run_module("data_root_check", store.module_args())
     assert not res["failed"], res
     assert res["healthy"] and res["counts"] == {} and not res["changed"]
-    assert [c["driver"] for c in res["checked"]] == [driver]
+    assert [c["driver"] for c in res["checked"]] == [store.driver]
 
 
 def _driver_layer(drv):
@@ -119,10 +198,24 @@ def _write(path, data):
         f.write(data)
 
 
-def _break_everything(driver, data_root, stray):
+def _break_everything(s, stray):
     """One problem of each kind; returns {kind: item} as the check must name them."""
+    driver, data_root = s.driver, s.data_root
     home = os.path.join(data_root, driver)
-    drv = new(driver, home)
+    drv = new(driver, home, s.options)
+    try:
+        made, top, rw = _break(drv, driver, data_root)
+    finally:
+        drv.cleanup()       # unmounts what the driver mounted (overlay2 and zfs: all under its home)
+    # where Docker mounts a container's layer, left mounted after the engine stopped
+    where = os.path.join(home, MOUNT_DIR.get(driver, "{}/merged").format(rw))
+    os.makedirs(where, exist_ok=True)
+    subprocess.run(["mount", "--bind", stray, where], check=True)
+    made["stray_mount"] = os.path.realpath(where)
+    return made, top
+
+
+def _break(drv, driver, data_root):
     layerdb = os.path.join(data_root, "image", driver, "layerdb")
     store = LayerStore(data_root, drv, recover=False)
     top = max(store.layers(), key=lambda l: store.depth(l.chain_id))
@@ -169,55 +262,47 @@ def _break_everything(driver, data_root, stray):
     container = random_id()
     _write(os.path.join(data_root, "containers", container, "config.v2.json"), json.dumps({"Driver": driver}))
     made["container_layer"] = container
-    # where Docker mounts a container's layer, left mounted after the engine stopped
-    rw = store.mounts()[0].mount_id
-    where = {"vfs": os.path.join(home, "dir", rw),
-             "btrfs": os.path.join(home, "subvolumes", rw)}.get(driver, os.path.join(home, rw, "merged"))
-    os.makedirs(where, exist_ok=True)
-    subprocess.run(["mount", "--bind", stray, where], check=True)
-    made["stray_mount"] = os.path.realpath(where)
-    return made, top
+    return made, top, store.mounts()[0].mount_id
 
 
 def test_every_kind_is_found_and_only_the_unreferenced_is_repaired(store, tmp_path):
-    driver, data_root, _images = store
+    driver, data_root = store.driver, store.data_root
     stray = str(tmp_path / "stray")
     os.mkdir(stray)
     try:
-        made, top = _break_everything(driver, data_root, stray)
-        report = fsck.check(data_root, driver)
+        made, top = _break_everything(store, stray)
+        report = fsck.check(data_root, driver, store.options)
         found = sorted((f.kind, f.item) for f in report.findings)
         assert found == sorted(made.items()), found
         assert all(f.path and f.reason for f in report.findings)
 
-        before, mounts = tree(data_root), mount_table(data_root)
-        run, res = run_module("data_root_check", {"data_root": data_root, "daemon_json": "/nonexistent",
-                                                  "repair": True, "force": True}, check=True)
+        before, mounts = tree(store), mount_table(data_root)
+        run, res = run_module("data_root_check", store.module_args(repair=True, force=True), check=True)
         assert not res["failed"], res
-        assert tree(data_root) == before and mount_table(data_root) == mounts, "check mode changed the host"
+        assert tree(store) == before and mount_table(data_root) == mounts, "check mode changed the host"
         assert sorted(f["kind"] for f in res["repaired"]) == ["orphan", "removing", "write_set"]
         assert not res["healthy"] and res["counts"] == {kind: 1 for kind in made}
 
-        run, res = run_module("data_root_check", {"data_root": data_root, "daemon_json": "/nonexistent",
-                                                  "repair": True})
+        run, res = run_module("data_root_check", store.module_args(repair=True))
         assert res["failed"] and "force: true" in res["msg"]
 
-        run, res = run_module("data_root_check", {"data_root": data_root, "daemon_json": "/nonexistent",
-                                                  "repair": True, "force": True, "verify": False})
+        run, res = run_module("data_root_check", store.module_args(repair=True, force=True, verify=False))
         assert not res["failed"] and res["changed"], res
-        drv = new(driver, os.path.join(data_root, driver), read_only=True)
-        assert not drv.exists(made["orphan"])
-        after = fsck.check(data_root, driver)
+        after = fsck.check(data_root, driver, store.options)
         assert sorted(f.kind for f in after.findings) == sorted(k for k in made if k not in fsck.REPAIRABLE)
         # nothing an image or a container uses went: the real layers and mounts are all there
-        store_after = LayerStore(data_root, drv, recover=False)
-        assert store_after.exists(top.chain_id) and drv.exists(top.cache_id)
-        assert store_after.verify(top.parent).chain_id == top.parent
-        mounts = store_after.mounts()
-        assert len(mounts) == 3 and all(drv.exists(m.mount_id) for m in mounts if m.name != "lost-rw")
+        drv = new(driver, os.path.join(data_root, driver), store.options, read_only=True)
+        try:
+            assert not drv.exists(made["orphan"])
+            store_after = LayerStore(data_root, drv, recover=False)
+            assert store_after.exists(top.chain_id) and drv.exists(top.cache_id)
+            assert store_after.verify(top.parent).chain_id == top.parent
+            mounts = store_after.mounts()
+            assert len(mounts) == 3 and all(drv.exists(m.mount_id) for m in mounts if m.name != "lost-rw")
+        finally:
+            drv.cleanup()
 
-        run, res = run_module("data_root_check", {"data_root": data_root, "daemon_json": "/nonexistent",
-                                                  "repair": True, "force": True, "verify": False})
+        run, res = run_module("data_root_check", store.module_args(repair=True, force=True, verify=False))
         assert not res["changed"] and res["repaired"] == [], "a second repair finds nothing left"
     finally:
         for mp in reversed(mount_table(data_root)):
@@ -225,11 +310,25 @@ def test_every_kind_is_found_and_only_the_unreferenced_is_repaired(store, tmp_pa
 
 
 def test_repair_is_refused_while_the_engine_runs(store, tmp_path):
-    driver, data_root, _images = store
-    with dockerd_support.dockerd(str(tmp_path / "d-again"), driver, data_root):
-        run, res = run_module("data_root_check", {"data_root": data_root, "daemon_json": "/nonexistent",
-                                                  "verify": False})
+    # dockerd cannot run zfs here: on the zfs store's data-root a vfs dockerd
+    # runs, and an engine on the data-root is what a repair must not race
+    engine_driver = "vfs" if store.driver == "zfs" else store.driver
+    opts = ["%s=%s" % kv for kv in sorted(store.options.items())] if engine_driver == store.driver else []
+    with dockerd_support.dockerd(str(tmp_path / "d-again"), engine_driver, store.data_root, storage_opts=opts):
+        run, res = run_module("data_root_check", store.module_args(driver=store.driver, verify=False))
         assert not res["failed"] and res["checked"][0]["engine_running"], res
-        run, res = run_module("data_root_check", {"data_root": data_root, "daemon_json": "/nonexistent",
-                                                  "repair": True, "force": True, "verify": False})
+        run, res = run_module("data_root_check", store.module_args(driver=store.driver, repair=True,
+                                                                   force=True, verify=False))
         assert res["failed"] and "repairing needs it stopped" in res["msg"], res
+
+
+def test_in_qemu_vm(qemu_vm, request):
+    """The devicemapper cases, in the session's VM (dockerd 20.10 writes the store there)."""
+    request.node.user_properties.append(("driver", "devicemapper"))
+    if IN_VM:
+        pytest.skip("already inside the VM")
+    if backend_devicemapper.unavailable_reason() is None:
+        pytest.skip("device-mapper here: the devicemapper cases run on this host")
+    _, summary = run_pytest(qemu_vm(), "-k devicemapper tests/integration/test_data_root_check.py")
+    tests = sum(1 for name in globals() if name.startswith("test_") and name != "test_in_qemu_vm")
+    assert re.search(r"\b%d passed" % tests, summary) and "skipped" not in summary, summary
