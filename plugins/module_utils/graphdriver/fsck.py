@@ -27,7 +27,7 @@ import os
 import re
 
 from . import engine
-from .driver import new
+from .dataroot import DataRoot
 from .errors import GraphDriverError
 from .imagestore import ImageStore
 from .layerstore import LayerCorrupt, LayerStore, chain_ids
@@ -79,10 +79,10 @@ class Report(object):
 
 
 def _open(data_root, driver, options, read_only=True):
-    layerdb = os.path.join(data_root, "image", driver, "layerdb")
-    if not os.path.isdir(layerdb):
-        raise GraphDriverError("%s has no %s layer store (%s)" % (data_root, driver, layerdb))
-    drv = new(driver, os.path.join(data_root, driver), options, read_only=read_only)
+    root = DataRoot(data_root)
+    if not root.has_layer_store(driver):
+        raise GraphDriverError("%s has no %s layer store (%s)" % (data_root, driver, root.layerdb(driver)))
+    drv = root.driver(driver, options, read_only=read_only)
     return LayerStore(data_root, drv, check_engine=not read_only, recover=False)
 
 
@@ -195,9 +195,9 @@ def _check_images(data_root, driver, store, report):
 
 
 def _check_containers(data_root, driver, store, report):
-    top = os.path.join(data_root, "containers")
+    top = DataRoot(data_root).containers
     for name in sorted(os.listdir(top)) if os.path.isdir(top) else []:
-        path = os.path.join(top, name, "config.v2.json")
+        path = DataRoot(data_root).container_config(name)
         try:
             with open(path) as f:
                 config = json.load(f)
