@@ -322,7 +322,9 @@ class Daemon(object):
                     with Client(self.address, timeout=5) as c:
                         c.leases()
                     return
-                except ContainerdError:
+                except (ContainerdError, HTTP2Error):
+                    # the socket is bound before containerd listens on it:
+                    # refused until then (seen on a loaded host)
                     pass
             time.sleep(0.1)
         raise ContainerdError("containerd did not answer on %s within %ss: %s"
