@@ -228,9 +228,9 @@ def test_apply_special_mode_bits_under_restrictive_umask(layer):
     old = os.umask(0o077)
     try:
         unpack.apply_layer(layer, build(("sticky", "5", {"mode": 0o1777}),
-                                         ("suid", "0", {"mode": 0o4755}),
-                                         ("sgid", "0", {"mode": 0o2755}),
-                                         ("sticky/x", "0", {"mode": 0o644})))
+                                        ("suid", "0", {"mode": 0o4755}),
+                                        ("sgid", "0", {"mode": 0o2755}),
+                                        ("sticky/x", "0", {"mode": 0o644})))
     finally:
         os.umask(old)
 
@@ -250,9 +250,9 @@ def test_apply_owner_then_mode_keeps_setuid(layer):
 
 def test_apply_directory_times_at_the_end(layer):
     unpack.apply_layer(layer, build(("d", "5", {"mtime": 1000}),
-                                     ("d/a", "0", {"mtime": 2000}),
-                                     ("d/b", "5", {"mtime": 3000}),
-                                     ("d/b/c", "0", {})))
+                                    ("d/a", "0", {"mtime": 2000}),
+                                    ("d/b", "5", {"mtime": 3000}),
+                                    ("d/b/c", "0", {})))
     st = os.lstat(os.path.join(layer, "d"))
     assert st.st_mtime_ns == 1000 * 10 ** 9
     assert st.st_atime_ns == 0          # Docker's Chtimes turns a zero atime into the epoch
@@ -274,7 +274,7 @@ def test_apply_pax_long_names_and_xattrs(layer):
 
 def test_apply_absolute_names_are_relative_to_root(layer):
     unpack.apply_layer(layer, build(("/etc/hostname", "0", {"data": b"h"}),
-                                     ("/../../x", "0", {"data": b"x"})))
+                                    ("/../../x", "0", {"data": b"x"})))
     assert open(os.path.join(layer, "etc", "hostname"), "rb").read() == b"h"
     assert open(os.path.join(layer, "x"), "rb").read() == b"x"
     # Docker 23+ makes missing parents 0755 (createImpliedDirectories)
@@ -288,7 +288,7 @@ def test_apply_implied_parents_of_20_10(layer, whiteouts, mode):
     0700 otherwise, or they could not be entered); its Unpack (the overlay
     drivers' apply) 0755."""
     unpack.apply_layer(layer, build(("etc/hostname", "0", {"data": b"h"})),
-                        whiteout_format=whiteouts, engine_version="20.10")
+                       whiteout_format=whiteouts, engine_version="20.10")
     want = mode if ROOT or mode == 0o755 else 0o700
     assert stat.S_IMODE(os.lstat(os.path.join(layer, "etc")).st_mode) == want
 
@@ -307,15 +307,15 @@ def test_apply_opaque_keeps_only_this_layers_entries(layer):
     open(os.path.join(layer, "d", "old", "f"), "w").close()
     open(os.path.join(layer, "d", "oldfile"), "w").close()
     unpack.apply_layer(layer, build(("d", "5", {}), ("d/new", "0", {"data": b"n"}),
-                                     ("d/.wh..wh..opq", "0", {}), ("d/later", "0", {})))
+                                    ("d/.wh..wh..opq", "0", {}), ("d/later", "0", {})))
     assert sorted(os.listdir(os.path.join(layer, "d"))) == ["later", "new"]
 
 
 def test_apply_skips_aufs_metadata_and_resolves_plnk_links(layer):
     unpack.apply_layer(layer, build((".wh..wh.aufs", "0", {}),
-                                     (".wh..wh.plnk/123.456", "0", {"data": b"shared",
-                                                                    "mode": 0o600}),
-                                     ("usr/bin/a", "1", {"linkname": b".wh..wh.plnk/123.456"})))
+                                    (".wh..wh.plnk/123.456", "0", {"data": b"shared",
+                                                                   "mode": 0o600}),
+                                    ("usr/bin/a", "1", {"linkname": b".wh..wh.plnk/123.456"})))
     assert sorted(os.listdir(layer)) == ["usr"]
     p = os.path.join(layer, "usr", "bin", "a")
     assert open(p, "rb").read() == b"shared"
@@ -327,8 +327,8 @@ def test_apply_replaces_unless_both_directories(layer):
     open(os.path.join(layer, "file"), "w").close()
     os.makedirs(os.path.join(layer, "becomes_file", "x"))
     unpack.apply_layer(layer, build(("dir", "5", {"mode": 0o700}),
-                                     ("file", "5", {}),
-                                     ("becomes_file", "0", {"data": b"f"})))
+                                    ("file", "5", {}),
+                                    ("becomes_file", "0", {"data": b"f"})))
     assert os.listdir(os.path.join(layer, "dir")) == ["child"]       # merged
     assert stat.S_IMODE(os.lstat(os.path.join(layer, "dir")).st_mode) == 0o700
     assert os.path.isdir(os.path.join(layer, "file"))
@@ -337,7 +337,7 @@ def test_apply_replaces_unless_both_directories(layer):
 
 def test_apply_root_entry_sets_root_metadata(layer):
     unpack.apply_layer(layer, build(("./", "5", {"mode": 0o711, "mtime": 42}),
-                                     ("f", "0", {})))
+                                    ("f", "0", {})))
     st = os.lstat(layer)
     assert stat.S_IMODE(st.st_mode) == 0o711 and st.st_mtime_ns == 42 * 10 ** 9
 

@@ -400,7 +400,7 @@ class _Applier(object):
         take the general path (a name that needs cleaning, whiteouts, an
         existing file...)."""
         if plain is not None:
-            name, mode, uid, gid, mtime_ns, size, _ = plain
+            name, mode, uid, gid, mtime_ns, size = plain[:6]
             mtime_ns *= _NS
         else:
             name, mode, uid, gid, mtime_ns = entry.name, entry.mode, entry.uid, entry.gid, entry.mtime_ns
