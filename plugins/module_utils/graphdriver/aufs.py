@@ -19,7 +19,6 @@ The driver is not offered by ``registered()`` (no host here can run it), but
 import os
 
 from . import archive, unpack, whiteouts
-from .apierrors import os_errors_as_driver_errors
 from .changes import aufs_changes
 from .driver import check_id, register
 from .errors import GraphDriverError, LayerExists, LayerNotFound
@@ -33,7 +32,6 @@ EXCLUDE = [whiteouts.WHITEOUT_META_PREFIX + "*", "!" + whiteouts.WHITEOUT_OPAQUE
 
 
 @register
-@os_errors_as_driver_errors
 class AufsDriver(NaiveDiffDriver):
     name = "aufs"
 

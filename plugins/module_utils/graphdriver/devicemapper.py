@@ -45,7 +45,6 @@ import struct
 import tempfile
 import time
 
-from .apierrors import os_errors_as_driver_errors
 from .command import Command, require_tool
 from .driver import check_id, register
 from .errors import (CommandError, GraphDriverError, LayerExists, LayerNotFound,
@@ -186,7 +185,6 @@ class DevInfo(object):
 
 
 @register
-@os_errors_as_driver_errors
 class DeviceMapperDriver(NaiveDiffDriver):
     name = "devicemapper"
 

@@ -21,7 +21,6 @@ from . import unpack, whiteouts
 from .backingfs import fs_name, nearest_existing
 from .changes import FUSE_OVERLAYFS, NeedsMount, upper_changes
 from .command import require_tool, run
-from .apierrors import os_errors_as_driver_errors
 from .driver import register
 from .errors import CommandError, GraphDriverError, NotSupported, QuotaError
 from .fileutil import mkdir
@@ -36,7 +35,6 @@ UNMOUNT_TOOLS = ("fusermount3", "fusermount")
 
 
 @register
-@os_errors_as_driver_errors
 class FuseOverlayfsDriver(Overlay2Driver):
     name = "fuse-overlayfs"
     work_mode = 0o710

@@ -30,7 +30,6 @@ Layers are never created or written here: overlay2 is the driver to use.
 import os
 
 from . import archive
-from .apierrors import os_errors_as_driver_errors
 from .backingfs import fs_name, nearest_existing
 from .changes import Union, changes_dirs, changes_size, union_changes
 from .driver import Driver, check_id, register
@@ -42,7 +41,6 @@ ROOT, UPPER, LOWER_ID, WORK, MERGED = "root", "upper", "lower-id", "work", "merg
 
 
 @register
-@os_errors_as_driver_errors
 class OverlayDriver(Driver):
     name = "overlay"
 

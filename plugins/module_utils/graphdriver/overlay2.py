@@ -27,7 +27,6 @@ from . import archive, unpack, whiteouts
 from . import projectquota
 from .backingfs import fs_name, nearest_existing
 from .changes import NeedsMount, upper_changes
-from .apierrors import os_errors_as_driver_errors
 from .driver import check_id, register
 from .errors import GraphDriverError, LayerExists, LayerNotFound, NotSupported, QuotaError
 from .fileutil import atomic_write, entry_names, makedirs, mkdir, read_text, remove_tree
@@ -89,7 +88,6 @@ def _mount_from(home, source, target, fstype, flags, data):
 
 
 @register
-@os_errors_as_driver_errors
 class Overlay2Driver(NaiveDiffDriver):
     name = "overlay2"
     # overlay2 makes work/ 0700; fuse-overlayfs 0710 (Docker's two drivers differ)

@@ -18,7 +18,6 @@ project quota (mount option ``pquota``), as in Docker.
 import os
 
 from .copy import dir_copy
-from .apierrors import os_errors_as_driver_errors
 from .backingfs import nearest_existing
 from .driver import check_id, register
 from .errors import GraphDriverError, LayerExists, LayerNotFound
@@ -30,7 +29,6 @@ DIR = "dir"
 
 
 @register
-@os_errors_as_driver_errors
 class VFSDriver(NaiveDiffDriver):
     name = "vfs"
 
