@@ -25,7 +25,7 @@ demo: setup
 	$(VENV)/bin/ansible-playbook -i localhost, -c local -e ansible_python_interpreter=/usr/bin/python3 playbooks/demo.yml
 
 bench: setup
-	$(PY) bench/apply.py && $(PY) bench/changes.py && $(PY) bench/drivers.py && $(PY) bench/store.py && $(PY) bench/migrate.py --dir /dev/shm --pairs vfs:overlay2,overlay2:vfs,overlay2:btrfs
+	$(PY) bench/apply.py && $(PY) bench/changes.py && $(PY) bench/drivers.py && $(PY) bench/store.py && $(PY) bench/import.py && $(PY) bench/migrate.py --dir /dev/shm --pairs vfs:overlay2,overlay2:vfs,overlay2:btrfs
 
 clean:
 	rm -rf .build .pytest_cache
