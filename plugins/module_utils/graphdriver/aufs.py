@@ -103,6 +103,9 @@ class AufsDriver(NaiveDiffDriver):
     def exists(self, id):
         return os.path.exists(self._path("layers", id))
 
+    def layer_path(self, id):
+        return os.path.join(self.home, "diff", check_id(id))
+
     def layer_ids(self):
         return entry_names(os.path.join(self.home, "layers"))
 

@@ -256,6 +256,9 @@ class BtrfsDriver(NaiveDiffDriver):
     def exists(self, id):
         return os.path.isdir(self.subvolume_path(id))
 
+    def layer_path(self, id):
+        return self.subvolume_path(check_id(id))
+
     def layer_ids(self):
         return entry_names(self.subvolumes_dir)
 

@@ -883,6 +883,9 @@ class DeviceMapperDriver(NaiveDiffDriver):
         info = self.lookup(check_id(id))
         return info is not None and not info.deleted
 
+    def layer_path(self, id):
+        return self.metadata_file(check_id(id))   # the thin device's record
+
     def layer_ids(self):
         return {h for h in self._device_files() if h and self.exists(h)}
 

@@ -208,6 +208,11 @@ class Driver(object):
         (Docker has no such call; orphan checks need it)."""
         raise NotImplementedError
 
+    def layer_path(self, id):
+        """Where the layer is kept, for reports (a directory, a ZFS dataset,
+        a device's metadata file). By default ``<home>/<id>``."""
+        return os.path.join(self.home, check_id(id))
+
     def get_mounts(self, id, parent=None):
         """Whether Get of this layer mounts something, counted per Get/Put.
         Not for a plain directory (vfs, btrfs: Get is the path, Put nothing).

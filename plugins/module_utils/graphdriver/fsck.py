@@ -100,7 +100,7 @@ def check(data_root, driver, options=None, verify=True):
     referenced |= _check_mounts(store, report)
     referenced |= _check_unfinished(store, report)
     for cache in sorted(set(store.driver.layer_ids()) - referenced):
-        report.add("orphan", cache, os.path.join(store.driver.home, cache),
+        report.add("orphan", cache, store.driver.layer_path(cache),
                    "driver layer that no layerdb entry or container references")
     _check_images(data_root, driver, store, report)
     _check_containers(data_root, driver, store, report)

@@ -106,6 +106,9 @@ class VFSDriver(NaiveDiffDriver):
     def exists(self, id):
         return os.path.exists(self.dir(id))
 
+    def layer_path(self, id):
+        return self.dir(id)
+
     def layer_ids(self):
         return entry_names(os.path.join(self.home, DIR))
 

@@ -402,6 +402,9 @@ class ZfsDriver(NaiveDiffDriver):
         except CommandError as e:
             raise self._error("unmount", layer_id, e)
 
+    def layer_path(self, id):
+        return self.zfs_path(check_id(id))     # a dataset, not a directory
+
     def layer_ids(self):
         names = self._zfs("list", "-H", "-o", "name", "-t", "filesystem", "-d", "1",
                           self.fsname).split()
