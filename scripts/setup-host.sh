@@ -11,6 +11,9 @@ APT_PACKAGES=(
   docker.io busybox-static
   # devicemapper tests: a qemu VM (-accel tcg) booting Debian's kernel (it has 9p)
   qemu-system-x86 linux-image-amd64
+  # RAID-member refusal tests: mdadm makes md arrays in the VM (it starts no
+  # service here: policy-rc.d below, and its one unit needs dracut)
+  mdadm
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -23,7 +26,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   # policy-rc.d 101: packages must not start their daemons (dockerd,
   # zfs-fuse); the tests start private ones and stop them by pid.
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  # mdadm's install rebuilds the host's initramfs (to assemble arrays at
+  # boot): the images are put back as they were, the host boots as before
+  keep=$(mktemp -d)
+  cp -a /boot/initrd.img-* "$keep"/ 2>/dev/null || true
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+  cp -a "$keep"/. /boot/ && rm -rf "$keep"
   rm -f /usr/sbin/policy-rc.d
 fi
 
