@@ -23,8 +23,7 @@ from ansible_collections.strata.graphdriver.plugins.module_utils._cmd_runner imp
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import CommandError, GraphDriverError
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.fileutil import makedirs
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.mount import mounts
-
-RUN_DIR = os.environ.get("STRATA_GRAPHDRIVER_RUN_DIR", "/run/strata-graphdriver")
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import refcount
 
 _HEADER = re.compile(r"^Label:\s+(?:'(?P<label>.*)'|none)\s+uuid:\s+(?P<uuid>[0-9a-f-]+)")
 _DEVICE = re.compile(r"^\s*devid\s+(?P<devid>\d+)\s+size\s+\S+\s+used\s+\S+\s+path\s+(?P<path>\S+)")
@@ -142,7 +141,7 @@ class BtrfsPlan(object):
         mnt = mountpoint_of(fs["devices"])
         temporary = mnt is None
         if temporary:
-            mnt = os.path.join(RUN_DIR, "btrfs-" + fs["uuid"])
+            mnt = os.path.join(refcount.RUN_DIR, "btrfs-" + fs["uuid"])
             # The kernel must know every member before a multi-device mount.
             self.commands.append(BTRFS("scan devices", devices=fs["devices"]))
             self.commands.append(MOUNT("fstype source mountpoint", fstype="btrfs", source=fs["devices"][0],

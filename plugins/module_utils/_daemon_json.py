@@ -20,7 +20,6 @@ from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.err
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.fileutil import atomic_write, makedirs
 
 DEFAULT_PATH = engine.DEFAULT_CONFIG
-DEFAULT_DATA_ROOT = dataroot.DEFAULT
 
 
 class DaemonJsonError(GraphDriverError):
@@ -69,7 +68,7 @@ def storage_opts_dict(opts):
     return result
 
 
-def data_root(data, default=DEFAULT_DATA_ROOT):
+def data_root(data, default=dataroot.DEFAULT):
     # "graph" is the pre-17.05 spelling of data-root; dockerd still reads it.
     return data.get("data-root") or data.get("graph") or default
 

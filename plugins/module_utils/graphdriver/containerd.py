@@ -24,6 +24,7 @@ import tempfile
 import time
 import urllib.parse
 
+from . import refcount
 from .command import run
 from .dataroot import DataRoot
 from .errors import GraphDriverError
@@ -270,8 +271,8 @@ class Daemon(object):
         if binary is None:
             raise ContainerdError("containerd is not installed (%s not found in PATH)" % self.binary)
         # unix socket paths are short: keep ours under /run, not the data-root
-        os.makedirs("/run/strata-graphdriver", exist_ok=True)
-        self.dir = tempfile.mkdtemp(prefix="containerd-", dir="/run/strata-graphdriver")
+        os.makedirs(refcount.RUN_DIR, exist_ok=True)
+        self.dir = tempfile.mkdtemp(prefix="containerd-", dir=refcount.RUN_DIR)
         self.address = os.path.join(self.dir, "containerd.sock")
         config = os.path.join(self.dir, "containerd.toml")
         root = self.root

@@ -15,6 +15,7 @@ drivers hold state there, and whether an engine runs on it.
         repositories.json             tags
       containers/<id>/config.v2.json  whose container it is (Driver)
       containerd/daemon/              the containerd dockerd starts itself
+      tmp/                            dockerd's temporary files (DOCKER_TMPDIR)
 
 moby daemon/daemon.go (NewDaemon: ``image/<driver>``, ``layerdb``,
 ``imagedb``) and daemon/graphdriver/driver.go (scanPriorDrivers).
@@ -77,6 +78,11 @@ class DataRoot(object):
     @property
     def containers(self):
         return os.path.join(self.path, "containers")
+
+    @property
+    def tmp(self):
+        """Docker's own temporary directory (DOCKER_TMPDIR)."""
+        return os.path.join(self.path, "tmp")
 
     @property
     def containerd(self):

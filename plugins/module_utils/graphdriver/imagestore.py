@@ -24,6 +24,7 @@ import os
 import tarfile
 
 from . import engine
+from .dataroot import DataRoot
 from .errors import ArchiveError, GraphDriverError
 from .fileutil import atomic_write, makedirs
 from .layerstore import LayerStore, chain_id, chain_ids
@@ -70,10 +71,11 @@ class ImageStore(object):
     """``image/<driver>/imagedb`` and ``repositories.json`` of a data-root."""
 
     def __init__(self, data_root, driver_name):
-        self.data_root = os.path.abspath(data_root)
-        self.root = os.path.join(self.data_root, "image", driver_name)
-        self.content = os.path.join(self.root, "imagedb", "content", "sha256")
-        self.metadata = os.path.join(self.root, "imagedb", "metadata", "sha256")
+        root = DataRoot(data_root)
+        self.data_root = root.path
+        self.root = root.image_root(driver_name)
+        self.content = os.path.join(root.imagedb(driver_name), "content", "sha256")
+        self.metadata = os.path.join(root.imagedb(driver_name), "metadata", "sha256")
         self.repositories_path = os.path.join(self.root, "repositories.json")
 
     def images(self):

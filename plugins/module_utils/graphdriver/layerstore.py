@@ -28,7 +28,7 @@ import re
 import shutil
 import tempfile
 
-from . import engine, tarsplit, tarsplit_worker
+from . import engine, refcount, tarsplit, tarsplit_worker
 from .dataroot import DataRoot
 from .archive import ChunkStream
 from .errors import ArchiveError, GraphDriverError, LayerNotFound
@@ -38,7 +38,6 @@ MAX_DEPTH = 125
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _HEX_RE = re.compile(r"^[0-9a-f]{64}$")
 _MOUNT_ID_RE = re.compile(r"^[0-9a-f]{64}(-init)?$")
-LOCK_DIR = "/run/strata-graphdriver/layerstore"
 
 
 class LayerStoreError(GraphDriverError):
@@ -217,7 +216,7 @@ class LayerStore(object):
         self.check_engine = check_engine
         makedirs(self.root, 0o700)
         key = hashlib.sha256(self.root.encode()).hexdigest()[:16]
-        self._lock_path = os.path.join(LOCK_DIR, key + ".lock")
+        self._lock_path = os.path.join(refcount.RUN_DIR, "layerstore", key + ".lock")
         # never under a running engine: its own write sets are in tmp/ too
         if recover and not (check_engine and engine.running_evidence(self.data_root)):
             with self._locked():

@@ -12,6 +12,8 @@ import os
 
 from .fileutil import atomic_write, locked, makedirs
 
+# The library's one run directory (reference counts, layer store locks,
+# transient mount points and sockets): tmpfs, cleared at boot.
 RUN_DIR = os.environ.get("STRATA_GRAPHDRIVER_RUN_DIR", "/run/strata-graphdriver")
 
 

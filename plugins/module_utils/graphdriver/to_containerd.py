@@ -403,7 +403,7 @@ def _carry_container(client, src_store, mount, opts, data_root):
     src = src_store.driver
     below = src_store.get(mount.parent).cache_id if mount.parent else None
     parent = mount.parent or ""
-    work = os.path.join(data_root, "tmp")
+    work = DataRoot(data_root).tmp
     if not os.path.isdir(work):
         work = None
     try:
