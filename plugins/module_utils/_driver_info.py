@@ -24,10 +24,7 @@ from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.dat
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.errors import GraphDriverError
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.mount import mount_of
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.overlayutils import native_diff_problem
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.priority import parse_version
-
-# Drivers Docker removed, by the first engine version without them.
-REMOVED_IN = {"aufs": (24, 0), "overlay": (24, 0), "devicemapper": (25, 0)}
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.priority import parse_version, removed_in
 
 XFS_INFO = CmdRunner("xfs_info", mountpoint=positional())
 
@@ -157,7 +154,8 @@ def warnings(facts):
     if configured and prior and configured not in prior and not facts["daemon_json"]["containerd_snapshotter"]:
         out.append("daemon.json configures %s but the images are in %s: they are hidden until switched back "
                    "or migrated" % (configured, ", ".join(prior)))
-    if configured in REMOVED_IN and version and version >= REMOVED_IN[configured]:
+    removed = removed_in(configured) if configured else None
+    if removed and version and version >= removed:
         out.append("daemon.json configures %s, which Docker Engine %d.%d no longer has"
                    % (configured, version[0], version[1]))
     if running and configured and running.get("driver") and running["driver"] != configured:

@@ -46,3 +46,15 @@ def priority(engine_version=None):
             if v >= since:
                 chosen = order
     return list(chosen)
+
+
+def removed_in(name):
+    """The first engine version whose order no longer has driver ``name``
+    (aufs and overlay: 24.0, devicemapper: 25.0), or None."""
+    seen = False
+    for since, order in _ORDERS:
+        if name in order:
+            seen = True
+        elif seen:
+            return since
+    return None
