@@ -7,7 +7,8 @@
 The trees (every entry's type, mode, owner, size, content digest, symlink
 target, xattrs and, for non-directories, mtime), the mount table, the loop
 devices, the device bytes, the ZFS pools and datasets and the library's
-reference counts under /run/strata-graphdriver. Directory mtimes are left
+reference counts in the library's run directory (the test session's own,
+see tests/conftest.py). Directory mtimes are left
 out: overlay's test mount in a private temporary directory, the one probe
 a support check may make, passes through its parent.
 """
@@ -17,9 +18,9 @@ import os
 import stat
 import subprocess
 
-from .signatures import fingerprint
+from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import refcount
 
-RUN_DIR = "/run/strata-graphdriver"
+from .signatures import fingerprint
 
 
 def _digest(path):
@@ -73,7 +74,7 @@ def host_state(trees=(), devices=()):
         "devices": {d: fingerprint(d) for d in devices},
         "zfs": _lines(["zfs", "list", "-H", "-o", "name,mountpoint", "-t", "all"]) +
                _lines(["zpool", "list", "-H", "-o", "name"]),
-        "refcounts": tree(RUN_DIR),
+        "refcounts": tree(refcount.RUN_DIR),
     }
 
 
