@@ -29,6 +29,7 @@ from .command import run
 from .dataroot import DataRoot
 from .errors import GraphDriverError
 from .http2 import Connection, HTTP2Error
+from .mount import mount, unmount
 from .protobuf import Message, encode
 
 NAMESPACE = "moby"
@@ -237,7 +238,7 @@ class TempMount(object):
 
     def __exit__(self, *exc):
         for path in reversed(self._mounted):
-            run(["umount", path])
+            unmount(path, 0)
         self._mounted = []
         os.rmdir(self.path)
 
@@ -307,8 +308,8 @@ class Daemon(object):
         view = os.path.join(self.dir, "view")
         for d in ("view", "upper", "work"):
             os.mkdir(os.path.join(self.dir, d))
-        run(["mount", "-t", "overlay", "overlay", "-o", "lowerdir=%s,upperdir=%s,workdir=%s"
-             % (root, os.path.join(self.dir, "upper"), os.path.join(self.dir, "work")), view])
+        mount("overlay", view, "overlay", 0, "lowerdir=%s,upperdir=%s,workdir=%s"
+              % (root, os.path.join(self.dir, "upper"), os.path.join(self.dir, "work")))
         self._overlay = view
         return view
 
@@ -348,7 +349,7 @@ class Daemon(object):
                 self.proc.wait(10)
         self.proc = None
         if self._overlay:
-            run(["umount", self._overlay])
+            unmount(self._overlay, 0)
             self._overlay = None
         if self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)
