@@ -430,6 +430,12 @@ def test_onto_the_containerd_store_and_back(host, tmp_path, monkeypatch):
     run, res = run_module("driver_migration", params)
     assert run.rc == 0, run.stdout[-5000:]
     assert res["changed"] is True and res["containers_copied"] == plan["containers_to_copy"]
+    # the plan now reads the containerd store through a private containerd
+    # on an overlay of its root: nothing left to do, nothing written
+    before = tree(data_root)
+    run, replan = run_module("driver_migration", params, check=True)
+    assert run.rc == 0 and replan["changed"] is False, run.stdout[-5000:]
+    assert differences(before, tree(data_root)) == [], "check mode wrote into the containerd store"
     run, again = run_module("driver_migration", params)
     assert again["changed"] is False and again["commands"] == [], again
 

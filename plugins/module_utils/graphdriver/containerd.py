@@ -264,6 +264,7 @@ class Daemon(object):
         self.binary = binary
         self.timeout = timeout
         self.dir = None
+        self._made_run_dir = False
         self.proc = None
         self.address = None
 
@@ -272,6 +273,7 @@ class Daemon(object):
         if binary is None:
             raise ContainerdError("containerd is not installed (%s not found in PATH)" % self.binary)
         # unix socket paths are short: keep ours under /run, not the data-root
+        self._made_run_dir = not os.path.isdir(refcount.RUN_DIR)   # put back as found (check mode)
         os.makedirs(refcount.RUN_DIR, exist_ok=True)
         self.dir = tempfile.mkdtemp(prefix="containerd-", dir=refcount.RUN_DIR)
         self.address = os.path.join(self.dir, "containerd.sock")
@@ -353,6 +355,12 @@ class Daemon(object):
             self._overlay = None
         if self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+            if self._made_run_dir:
+                try:
+                    os.rmdir(refcount.RUN_DIR)
+                except OSError:
+                    pass    # in use by now
 
 
 def import_archive(address, chunks, snapshotter, ctr="ctr", namespace=NAMESPACE):
