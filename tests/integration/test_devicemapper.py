@@ -20,8 +20,10 @@ from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver imp
     GraphDriverError, NotSupported, QuotaError, check_support, new)
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import (
     devicemapper as dm)
-from tests.support import backend_devicemapper
+from tests.support import backend_devicemapper, host_state
+from tests.support.host_state import differences
 from tests.support.qemu_vm import run_pytest
+from tests.support.signatures import fingerprint
 
 from . import graphtest
 
@@ -90,6 +92,16 @@ def read_json(path):
 def dmsetup(*args):
     return subprocess.run(["dmsetup"] + list(args), check=True, stdout=subprocess.PIPE,
                           universal_newlines=True).stdout
+
+
+def pool_state(home):
+    """The pool's loop files (mtime, size and data bytes) and the driver's
+    metadata tree, host_state-style; the mountpoints' directory is left out
+    (a get makes a mountpoint there, as Docker's does)."""
+    loops = os.path.join(home, "devicemapper")
+    return {"trees": {"metadata": host_state.tree(os.path.join(home, "metadata"))},
+            "devices": {name: (os.stat(os.path.join(loops, name)).st_mtime_ns,
+                               fingerprint(os.path.join(loops, name))) for name in ("data", "metadata")}}
 
 
 def pool_can_create_thin(drv, device_id):
@@ -347,12 +359,14 @@ def test_dm_restart_keeps_layers(home):
 
 
 @needs_dm
-def test_dm_read_only_reads_a_stopped_store(home):
-    """A migration source is opened read-only, after its engine's Shutdown
-    removed the pool: its layers read (the pool is made again from the loop
-    files), its metadata is not written, and once the last layer is put
-    no device is left."""
-    drv = start(home)
+@pytest.mark.parametrize("fs", ["xfs", "ext4"])
+def test_dm_read_only_reads_a_stopped_store(home, fs):
+    """A migration source (or a data-root check) is opened read-only, after
+    its engine's Shutdown removed the pool: its layers read (the pool is
+    made again from the loop files, attached read-only), nothing is
+    written, and once the last layer is put no device is left."""
+    options = dict(backend_devicemapper.OPTIONS, **{"dm.fs": fs})
+    drv = new("devicemapper", home, options)
     try:
         drv.create("l1")
         with open(os.path.join(drv.get("l1"), "hello"), "w") as f:
@@ -361,19 +375,27 @@ def test_dm_read_only_reads_a_stopped_store(home):
         drv.create("l2", "l1")
     finally:
         drv.cleanup()
-    meta = os.path.join(home, "metadata")
-    before = {n: open(os.path.join(meta, n), "rb").read() for n in os.listdir(meta)}
-    ro = new("devicemapper", home, backend_devicemapper.OPTIONS, read_only=True)
+    time.sleep(0.05)    # a write now would show in the files' mtimes
+    before = pool_state(home)
+    ro = new("devicemapper", home, options, read_only=True)
     assert backend_devicemapper.leftover_devices(home) == [], "opening makes no device"
     try:
         with open(os.path.join(ro.get("l2"), "hello")) as f:
             assert f.read() == "world"
+        loops = subprocess.run(["losetup", "--noheadings", "-O", "RO,BACK-FILE", "--list"], check=True,
+                               stdout=subprocess.PIPE, universal_newlines=True).stdout.split("\n")
+        assert sorted(line.split()[0] for line in loops if home in line) == ["1", "1"], loops
+        assert "READ-ONLY" in dmsetup("info", ro.dm_name("l2"))
         ro.put("l2")
         assert ro.changes("l2", "l1") == []
         assert backend_devicemapper.leftover_devices(home) == [], "the last put removes the pool it made"
     finally:
         ro.cleanup()
-    assert {n: open(os.path.join(meta, n), "rb").read() for n in os.listdir(meta)} == before
+    # the pool's files (so every thin device's bytes) and the metadata are
+    # as they were: reading a layer wrote nothing (xfs mounted ro wrote
+    # to its device, and so to the data and metadata loop files, before
+    # the loop devices and thin devices were made read-only)
+    assert differences(before, pool_state(home)) == []
 
 
 @needs_dm

@@ -33,6 +33,14 @@ cannot delete yet (EBUSY) is marked ``"deleted": true`` in metadata/<hash>:
 it no longer exists for the API, its device id stays taken, and its deletion
 is tried again. Docker retries from a worker every 30 s; without a daemon
 we retry when the driver opens and after every remove.
+
+Read-only (a migration source, a data-root check), nothing reaches the
+loop files: they are attached read-only, the pool made from them has the
+thin-pool ``read_only`` feature (no metadata commit), the thin devices
+are read-only tables, and the mount skips journal replay (xfs
+``norecovery``, ext4 ``noload``); an xfs mounted ro without it wrote to
+its device. Docker has no such mode (its AttachLoopDevice opens both files
+read-write).
 """
 
 import contextlib
@@ -135,17 +143,21 @@ def _parse_bool(key, value):
     raise GraphDriverError("devmapper: invalid value %r for option %s: want true or false" % (value, key))
 
 
-def attach_loop(path):
+def attach_loop(path, read_only=False):
     """Attach ``path`` to a free loop device with autoclear; return the open
     device file (closing it after the pool took the device lets autoclear
-    detach it when the pool goes away) and its name."""
+    detach it when the pool goes away) and its name. ``read_only``: the
+    file is opened read-only, so the kernel makes the loop device read-only
+    (as ``losetup -r``) and no write reaches the file (Docker's
+    AttachLoopDevice opens both read-write: it has no read-only mode)."""
+    mode = os.O_RDONLY if read_only else os.O_RDWR
     ctl = os.open("/dev/loop-control", os.O_RDWR)
     try:
         for attempt in range(16):   # pylint: disable=unused-variable
             index = fcntl.ioctl(ctl, LOOP_CTL_GET_FREE)
             name = "/dev/loop%d" % index
-            loop_fd = os.open(name, os.O_RDWR)
-            file_fd = os.open(path, os.O_RDWR)
+            loop_fd = os.open(name, mode)
+            file_fd = os.open(path, mode)
             try:
                 fcntl.ioctl(loop_fd, LOOP_SET_FD, file_fd)
             except OSError as e:
@@ -362,8 +374,13 @@ class DeviceMapperDriver(NaiveDiffDriver):
         name = self.dm_name(info.hash)
         if self._exists(name) and not (self.deferred_remove and self._cancel_deferred_removal(name)):
             return
-        _dmsetup("create", name, "--table", "0 %d thin %s %d"
+        _dmsetup("create", *self._readonly_flag(), name, "--table", "0 %d thin %s %d"
                  % (info.size // SECTOR, self.pool_dev, info.device_id))
+
+    def _readonly_flag(self):
+        # a read-only table makes a read-only block device: nothing the
+        # mount does can write through it
+        return ("--readonly",) if self.read_only else ()
 
     def _cancel_deferred_removal(self, name):
         """Keep a device whose deferred removal is pending (Docker's
@@ -584,7 +601,7 @@ class DeviceMapperDriver(NaiveDiffDriver):
         mkdir(self.loopback_dir, 0o700)
         path = os.path.join(self.loopback_dir, name)
         created = not os.path.exists(path)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(path, os.O_RDONLY if self.read_only else os.O_RDWR | os.O_CREAT, 0o600)
         try:
             # truncate makes it sparse: no block is written until used;
             # read-only, the files are used as they are
@@ -597,15 +614,19 @@ class DeviceMapperDriver(NaiveDiffDriver):
     def _create_loopback_pool(self):
         data, created_data = self._ensure_image("data", self.data_loopback_size)
         meta, created_meta = self._ensure_image("metadata", self.metadata_loopback_size)
-        data_fd, data_dev = attach_loop(data)
+        data_fd, data_dev = attach_loop(data, self.read_only)
         try:
-            meta_fd, meta_dev = attach_loop(meta)
+            meta_fd, meta_dev = attach_loop(meta, self.read_only)
             try:
                 length = os.path.getsize(data) // SECTOR
+                # read-only: the pool's read_only feature opens its metadata
+                # device read-only and commits nothing (a thin-pool target
+                # may not be in a read-only table: its thin devices are)
+                features = ["skip_block_zeroing"] + (["read_only"] if self.read_only else [])
                 _dmsetup("create", self.pool_name, "--table",
-                         "0 %d thin-pool %s %s %d %d 1 skip_block_zeroing"
+                         "0 %d thin-pool %s %s %d %d %d %s"
                          % (length, meta_dev, data_dev, self.thin_block_size,
-                            LOW_WATER_MARK))
+                            LOW_WATER_MARK, len(features), " ".join(features)))
             finally:
                 os.close(meta_fd)
         finally:
@@ -721,6 +742,10 @@ class DeviceMapperDriver(NaiveDiffDriver):
         # snapshots share the base's xfs UUID: xfs refuses a duplicate
         if self.filesystem == "xfs":
             opts.append("nouuid")
+        # read-only: no journal replay, which writes even on a ro mount
+        # (and fails on a read-only device)
+        if self.read_only:
+            opts.append("norecovery" if self.filesystem == "xfs" else "noload")
         return ",".join(opts)
 
     def _delete_device(self, info, sync=True):
