@@ -112,12 +112,16 @@ def parse_status(text):
     return vdevs
 
 
-def pool_exists(name):
+def _succeeds(cmd):
     try:
-        ZPOOL("list_names pool", pool=name).run(timeout=60)
+        cmd.run(timeout=60)
         return True
     except CommandError:
         return False
+
+
+def pool_exists(name):
+    return _succeeds(ZPOOL("list_names pool", pool=name))
 
 
 def pool_vdevs(name):
@@ -171,11 +175,7 @@ def dataset_properties(dataset, names):
 
 
 def dataset_exists(dataset):
-    try:
-        ZFS("list_names dataset", dataset=dataset).run(timeout=60)
-        return True
-    except CommandError:
-        return False
+    return _succeeds(ZFS("list_names dataset", dataset=dataset))
 
 
 class ZpoolPlan(object):
