@@ -61,7 +61,8 @@ from .fileutil import atomic_write, locked, makedirs, mkdir
 from .mount import MS_RDONLY, is_mountpoint, mount, unmount
 from .naive import NaiveDiffDriver
 from .projectquota import parse_size
-from .refcount import RUN_DIR, RefCounter
+from . import refcount
+from .refcount import RefCounter
 
 GiB = 1 << 30
 # deviceset.go defaults
@@ -199,6 +200,10 @@ class DevInfo(object):
 @register
 class DeviceMapperDriver(NaiveDiffDriver):
     name = "devicemapper"
+
+    @classmethod
+    def option_prefix(cls):
+        return "dm."    # dm.thinpooldev, dm.basesize: Docker's one exception
 
     def __init__(self, home, options=None, read_only=False):
         super().__init__(home, options, read_only)
@@ -722,8 +727,8 @@ class DeviceMapperDriver(NaiveDiffDriver):
     def _grow_fs(self, info):
         self._activate(info)
         dev = "/dev/mapper/" + self.dm_name(info.hash)
-        makedirs(RUN_DIR, 0o700)
-        tmp = tempfile.mkdtemp(prefix="dm-grow-", dir=RUN_DIR)
+        makedirs(refcount.RUN_DIR, 0o700)
+        tmp = tempfile.mkdtemp(prefix="dm-grow-", dir=refcount.RUN_DIR)
         try:
             mount(dev, tmp, self.filesystem, 0, self._mount_data())
             try:

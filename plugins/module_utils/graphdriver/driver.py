@@ -167,6 +167,11 @@ class Driver(object):
             if fn is not None:
                 setattr(cls, name, _os_errors_as_driver_errors(fn, name))
 
+    @classmethod
+    def option_prefix(cls):
+        """What this driver's storage-opts start with ("overlay2.size")."""
+        return cls.name + "."
+
     def engine_refusal(self):
         """Why Docker Engine would not run this driver here although this
         library can (None when it would): selection must not offer it."""

@@ -22,7 +22,7 @@ import os
 
 from .backingfs import fs_name, nearest_existing
 from .dataroot import DataRoot
-from .driver import check_support, registered
+from .driver import check_support, driver_class, registered
 from .errors import GraphDriverError, NotSupported
 from .overlayutils import supports_d_type as _supports_d_type
 from .priority import parse_version, priority
@@ -90,10 +90,6 @@ def check_driver(name, home, options=None):
     return supported, reason
 
 
-# Each driver's storage-opts start with its name, but devicemapper's ("dm.").
-OPTION_PREFIX = {"devicemapper": "dm."}
-
-
 def options_for(name, options, configured=None):
     """The storage-opts driver ``name`` is checked with. Docker gives every
     opt to the driver it starts: to each candidate when none is configured,
@@ -102,7 +98,7 @@ def options_for(name, options, configured=None):
     driver's (dm.thinpooldev) would make overlay2 refuse an unknown option."""
     if not configured or name == configured or not options:
         return options
-    prefix = OPTION_PREFIX.get(name, name + ".")
+    prefix = driver_class(name).option_prefix()
     return {k: v for k, v in options.items() if k.lower().startswith(prefix)}
 
 
