@@ -269,6 +269,13 @@ def _break(drv, driver, data_root):
     return made, top, store.mounts()[0].mount_id
 
 
+def _layer_path_exists(driver, path):
+    if driver == "zfs":     # a dataset
+        return subprocess.run(["zfs", "list", "-H", "-o", "name", path], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, universal_newlines=True).stdout.strip() == path
+    return os.path.lexists(path)
+
+
 def test_every_kind_is_found_and_only_the_unreferenced_is_repaired(store, tmp_path):
     driver, data_root = store.driver, store.data_root
     stray = str(tmp_path / "stray")
@@ -279,12 +286,10 @@ def test_every_kind_is_found_and_only_the_unreferenced_is_repaired(store, tmp_pa
         found = sorted((f.kind, f.item) for f in report.findings)
         assert found == sorted(made.items()), found
         assert all(f.path and f.reason for f in report.findings)
-        # the orphan is named where the driver keeps it (a ZFS dataset is no path)
+        # the orphan is named where the driver keeps it: its directory, its
+        # ZFS dataset, its devicemapper thin device's metadata file
         orphan = next(f for f in report.findings if f.kind == "orphan")
-        if driver == "zfs":
-            assert orphan.path.endswith("/" + made["orphan"]), orphan.path
-        else:
-            assert os.path.lexists(orphan.path), orphan.path
+        assert orphan.path.endswith("/" + made["orphan"]) and _layer_path_exists(driver, orphan.path), orphan.path
 
         before, mounts = tree(store), mount_table(data_root)
         run, res = run_module("data_root_check", store.module_args(repair=True, force=True), check=True)
@@ -304,6 +309,7 @@ def test_every_kind_is_found_and_only_the_unreferenced_is_repaired(store, tmp_pa
         after = fsck.check(data_root, driver, store.options)
         assert sorted(f.kind for f in after.findings) == sorted(k for k in made if k not in fsck.REPAIRABLE)
         # nothing an image or a container uses went: the real layers and mounts are all there
+        assert not _layer_path_exists(driver, orphan.path), "the repaired orphan is still at %s" % orphan.path
         drv = new(driver, os.path.join(data_root, driver), store.options, read_only=True)
         try:
             assert not drv.exists(made["orphan"])
