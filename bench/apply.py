@@ -20,7 +20,7 @@ tar. On a disk the wall clock mostly measures the filesystem; tmpfs
 compares the work done per entry.
 
     sudo python3 bench/apply.py [--rounds N] [--previous REV] [--only real|synthetic]
-                                [--media tmpfs,disk] [--profile]
+                                [--media tmpfs,disk] [--profile] [--keep-tars DIR]
 
 Run on a shared machine: read the ratios, not the absolute times.
 """
@@ -54,16 +54,15 @@ GNU_TAR = ["tar", "-xpf", None, "--xattrs", "--xattrs-include=*", "--same-owner"
 CHILD = r"""
 import sys, time
 sys.path.insert(0, sys.argv[1])
-from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import unpack
-apply_layer = getattr(unpack, "apply_layer", None)
-if apply_layer is None:  # before archive.py was split
+try:
+    from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.unpack import apply_layer
+except ImportError:  # before archive.py was split
     from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver.archive import apply_layer
 with open(sys.argv[2], "rb") as f:
     w, c = time.perf_counter(), time.process_time()
     apply_layer(sys.argv[3], f)
     print(time.perf_counter() - w, time.process_time() - c)
 """
-CHILD_OLD = CHILD.replace("import unpack", "import archive as unpack")
 
 
 def make_synthetic(src, small=20000, dirs=100, big=4, big_mb=50):
@@ -90,19 +89,24 @@ def write_tar(root, path, include=None):
         shutil.copyfileobj(stream, out, 1 << 20)
 
 
-def layer_tars(work, only):
+def layer_tars(work, only, keep=None):
+    """The layer tars, written in ``work``, or in ``keep`` if not there yet
+    (to compare runs on the very same tars)."""
+    where = keep or work
     tars = {}
     if only in (None, "real"):
-        path = os.path.join(work, "real.tar")
-        write_tar("/", path, [p for p in REAL_PATHS if os.path.isdir("/" + p)])
+        path = os.path.join(where, "real.tar")
+        if not os.path.exists(path):
+            write_tar("/", path, [p for p in REAL_PATHS if os.path.isdir("/" + p)])
         tars["real /usr"] = path
     if only in (None, "synthetic"):
-        src = os.path.join(work, "src")
-        os.mkdir(src)
-        make_synthetic(src)
-        path = os.path.join(work, "synthetic.tar")
-        write_tar(src, path)
-        shutil.rmtree(src)
+        path = os.path.join(where, "synthetic.tar")
+        if not os.path.exists(path):
+            src = os.path.join(work, "src")
+            os.mkdir(src)
+            make_synthetic(src)
+            write_tar(src, path)
+            shutil.rmtree(src)
         tars["synthetic"] = path
     return tars
 
@@ -160,12 +164,14 @@ def main():
                     help="also time apply_layer of this git revision")
     ap.add_argument("--only", choices=("real", "synthetic"))
     ap.add_argument("--media", default="tmpfs,disk")
+    ap.add_argument("--keep-tars", metavar="DIR",
+                    help="write the layer tars in DIR, or use those already there")
     ap.add_argument("--profile", action="store_true",
                     help="print a cProfile of one apply of each tar on tmpfs first")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="strata-bench-apply-", dir="/var/tmp")
     try:
-        tars = layer_tars(work, args.only)
+        tars = layer_tars(work, args.only, args.keep_tars)
         for label, tar in tars.items():
             mb = os.path.getsize(tar) / 1e6
             print("%s: %d entries, %.0f MB" % (label, count_entries(tar), mb))
@@ -174,7 +180,7 @@ def main():
                       ("gnu", run_gnu)]
         if args.previous:
             prev = previous_tree(work, args.previous)
-            contenders.append(("previous", lambda t, d: run_python(CHILD_OLD, prev, t, d)))
+            contenders.append(("previous", lambda t, d: run_python(CHILD, prev, t, d)))
         rows = []
         for medium in args.media.split(","):
             base = tempfile.mkdtemp(prefix="strata-bench-apply-", dir=MEDIA[medium])

@@ -94,12 +94,15 @@ _TERMB = (b"\0", b" ")
 _HDR_FIELDS = struct.Struct("100s7sc7sc7sc11sc11sc8x1x100s8s32s32s16x155s12x")
 _UNPACK = _HDR_FIELDS.unpack
 _UNPACK_FROM = _HDR_FIELDS.unpack_from
+# The same up to the magic: what TarReader.plain_files needs.
+_UNPACK_PLAIN = struct.Struct("100s7sc7sc7sc11sc11sc8x1x100x8s").unpack_from
 _NO_XATTRS = {}     # shared, never mutated: most entries have none
 _NO_PAX = {}
 _ZERO_PADS = [b"\0" * n for n in range(BLOCK)]
 _USTAR_MAGIC = b"ustar\x0000"
 _GNU_MAGIC = b"ustar  \x00"
 _STAR_TRAILER = b"tar\x00"
+_ZERO7 = b"0000000"
 
 # File type bits Docker puts back into the mode field (pkg/archive's
 # fillGo18FileTypeBits, present in Docker 20.10), keyed by S_IFMT.
@@ -199,6 +202,16 @@ def _byte_sum(blk):
     if blk.count(0) >= 256:
         return ((zlib.adler32(blk) & 0xFFFF) - 1) % 65521
     return sum(blk)
+
+
+def _header_sum(view, s=0):
+    """The unsigned checksum of the header block at ``s`` in ``view``: the
+    sum of its bytes, the checksum field counted as eight spaces. Adler-32's
+    low half is 1 + sum(bytes) mod 65521; each piece here is at most 256
+    bytes, whose sum is below 65521, so it is exact."""
+    a = zlib.adler32
+    return ((a(view[s:s + 148]) & 0xFFFF) + (a(view[s + 156:s + 412]) & 0xFFFF)
+            + (a(view[s + 412:s + 512]) & 0xFFFF) + 253)
 
 
 def _checksum_ok(blk):
@@ -483,81 +496,89 @@ class TarReader(object):
         self._finish_payload()
 
     # -- the plain-file fast path ----------------------------------------------
-    def peek_plain(self):
-        """Parse the next member without consuming it, if it is a plain file.
+    def plain_files(self):
+        """Yield the plain files that come next, while they do, without an
+        :class:`Entry` each: what lets the applier make the bulk of a layer
+        in one loop.
 
         Plain: one USTAR or GNU header block (no extension headers), type
-        '0', octal numeric fields, a valid checksum, and the payload and its
-        padding already in the buffer. Returns ``(name, mode, uid, gid,
-        mtime, size, token)`` or None (then iterate as usual: nothing was
-        consumed). :meth:`consume_plain` with the token takes the member and
-        gives its payload. This is what lets the applier handle the bulk of a
-        layer without an :class:`Entry` per file.
+        '0', octal numeric fields, a valid checksum, and the payload no
+        larger than the buffer. Each is ``(name, mode, uid, gid, mtime_ns,
+        size, payload)``, ``payload`` a memoryview valid until the next is
+        asked for. Asking for the next consumes the one before; a consumer
+        that stops asking (breaks) leaves the last one unconsumed, for the
+        usual iteration to parse in full (and to report what is wrong with
+        it, if anything).
         """
         entry = self._entry
         if entry is not None:
             if self._remaining or entry.pad is None:
                 self._finish_payload()
             self._entry = None
-        s = self._start
-        avail = self._end - s
+        if self._done:
+            return
         buf = self._buf
-        if avail < BLOCK or buf[s + 156] != 48 or self._done:      # 48: '0'
-            return None
-        (name, f_mode, t_mode, f_uid, t_uid, f_gid, t_gid, f_size, t_size, f_mtime,
-         t_mtime, linkname, magic, uname, gname, prefix) = _UNPACK_FROM(buf, s)
-        if magic != _USTAR_MAGIC and magic != _GNU_MAGIC:
-            return None
-        if not (t_mode in _TERMB and t_uid in _TERMB and t_gid in _TERMB
-                and t_size in _TERMB and t_mtime in _TERMB):
-            return None
-        try:
-            mode = int(f_mode, 8)
-            uid = int(f_uid, 8)
-            gid = int(f_gid, 8)
-            size = int(f_size, 8)
-            mtime = int(f_mtime, 8)
-            want = int(buf[s + 148:s + 154], 8)
-        except ValueError:
-            return None
-        if (mode < 0 or uid < 0 or gid < 0 or size < 0 or mtime < 0
-                or buf[s + 154] != 0):
-            return None
-        total = BLOCK + size + (-size & (BLOCK - 1))
-        if avail < total:
-            return None
         view = self._view
-        if buf.count(0, s, s + BLOCK) >= 256:
-            got = ((zlib.adler32(view[s:s + BLOCK]) & 0xFFFF) - 1) % 65521
-        else:
-            got = sum(view[s:s + BLOCK])
-        if want != got - sum(view[s + 148:s + 156]) + 256:
-            return None     # let the general path report it
-        name = name.partition(b"\0")[0]
-        if magic == _USTAR_MAGIC and prefix[0]:
-            if buf[s + 508:s + 512] == _STAR_TRAILER:
-                return None
-            name = prefix.partition(b"\0")[0] + b"/" + name
-        return name, mode, uid, gid, mtime, size, s
-
-    def consume_plain(self, plain):
-        """Take the member :meth:`peek_plain` described; return its payload
-        (a memoryview valid until the reader reads again)."""
-        s, size = plain[6], plain[5]
-        if s != self._start or self._entry is not None:
-            raise ArchiveError("consume_plain() out of step with the reader")
-        pad = -size & (BLOCK - 1)
-        self._start = s + BLOCK + size + pad
-        self.offset += BLOCK + size + pad
-        payload = self._view[s + BLOCK:s + BLOCK + size]
         obs = self._obs
-        if obs is not None:
-            obs.member(bytes(self._view[s:s + BLOCK]), plain[0], size, size, REG)
-            if size:
-                obs.payload(payload)
-            if pad:
-                obs.padding(bytes(self._view[s + BLOCK + size:self._start]))
-        return payload
+        room = len(buf)
+        adler32 = zlib.adler32
+        s = self._start
+        end = self._end
+        while True:
+            if end - s < BLOCK:
+                if self._fill(BLOCK) < BLOCK:
+                    return
+                s, end = self._start, self._end
+            if buf[s + 156] != 48:      # '0'
+                return
+            (name, f_mode, t_mode, f_uid, t_uid, f_gid, t_gid, f_size, t_size, f_mtime,
+             t_mtime, magic) = _UNPACK_PLAIN(buf, s)
+            if magic != _USTAR_MAGIC and magic != _GNU_MAGIC:
+                return
+            if not (t_mode in _TERMB and t_uid in _TERMB and t_gid in _TERMB
+                    and t_size in _TERMB and t_mtime in _TERMB):
+                return
+            try:
+                mode = int(f_mode, 8)
+                uid = 0 if f_uid == _ZERO7 else int(f_uid, 8)
+                gid = 0 if f_gid == _ZERO7 else int(f_gid, 8)
+                size = int(f_size, 8)
+                mtime = int(f_mtime, 8)
+                want = int(buf[s + 148:s + 154], 8)
+            except ValueError:
+                return
+            if (mode < 0 or uid < 0 or gid < 0 or size < 0 or mtime < 0
+                    or buf[s + 154] != 0):
+                return
+            total = BLOCK + size + (-size & (BLOCK - 1))
+            if end - s < total:
+                # Read what this member needs (what the usual path would read).
+                if total > room or self._fill(total) < total:
+                    return
+                s, end = self._start, self._end
+            # _header_sum, inline
+            if want != ((adler32(view[s:s + 148]) & 0xFFFF) + (adler32(view[s + 156:s + 412]) & 0xFFFF)
+                        + (adler32(view[s + 412:s + 512]) & 0xFFFF) + 253):
+                return      # let the usual path report it
+            name = name.partition(b"\0")[0]
+            if magic == _USTAR_MAGIC and buf[s + 345]:
+                if buf[s + 508:s + 512] == _STAR_TRAILER:
+                    return
+                name = bytes(buf[s + 345:s + 500]).partition(b"\0")[0] + b"/" + name
+            h = s + BLOCK
+            payload = view[h:h + size]
+            yield name, mode, uid, gid, mtime * 1000000000, size, payload
+            # Asked for the next: this one is consumed.
+            nxt = s + total
+            self._start = nxt
+            self.offset += total
+            if obs is not None:
+                obs.member(bytes(view[s:h]), name, size, size, REG)
+                if size:
+                    obs.payload(payload)
+                if nxt - h > size:
+                    obs.padding(bytes(view[h + size:nxt]))
+            s = nxt
 
     # -- headers ----------------------------------------------------------
     def __iter__(self):
@@ -667,7 +688,7 @@ class TarReader(object):
             blk = bytes(blk)
             try:
                 ok = (blk[154] == 0 and
-                      int(blk[148:154], 8) == _byte_sum(blk) - sum(blk[148:156]) + 256)
+                      int(blk[148:154], 8) == _header_sum(blk))
             except ValueError:
                 ok = False
             if not ok and not _checksum_ok(blk):    # other layouts, signed sums

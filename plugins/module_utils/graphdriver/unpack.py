@@ -5,8 +5,8 @@ with the overlay whiteout converter), all or nothing.
   commits its journal (apply_journal.py) or rolls it back, and words the
   error;
 * ``_Applier.run`` — the loop: a new regular file in a directory already
-  resolved takes :meth:`_Applier._new_file` (the bulk of a layer), fed
-  straight from the reader's buffer (``TarReader.peek_plain``) or from an
+  resolved takes :meth:`_Applier._new_files` (the bulk of a layer), fed
+  straight from the reader's buffer (``TarReader.plain_files``) or from an
   entry; everything else takes :meth:`_Applier._apply`, which resolves the
   entry's parent and dispatches on its type (whiteouts, opaque markers,
   files, directories, links, devices);
@@ -65,7 +65,7 @@ _CHUNK = 1 << 20
 _ACL_DEFAULT = "system.posix_acl_default"
 # Docker's Chtimes clamps times outside [epoch, maxTime] to the epoch.
 _MAX_NS = (1 << 63) - 1
-_NS = 1000000000
+_open, _write, _utime, _close = os.open, os.write, os.utime, os.close
 
 
 def _current_umask():
@@ -366,15 +366,12 @@ class _Applier(object):
             self.clone_root = os.fsencode(root).rstrip(b"/")
         reader = self.reader = tarstream.TarReader(stream)
         entries = iter(reader)
-        peek = reader.peek_plain
-        new_file = self._new_file
+        plain_files = reader.plain_files
+        new_files = self._new_files
         apply = self._apply
         try:
             while True:
-                plain = peek()
-                if plain is not None and new_file(plain, None):
-                    size += plain[5]
-                    continue
+                size += new_files(plain_files())[0]
                 entry = next(entries, None)
                 if entry is None:
                     break
@@ -382,7 +379,8 @@ class _Applier(object):
                 if entry.typeflag == XGLOBAL:
                     continue    # Go hands it over with Size 0; no effect
                 if (entry.typeflag != REG or entry.xattrs or entry.atime_ns is not None
-                        or not new_file(None, entry)):
+                        or not new_files(((entry.name, entry.mode, entry.uid, entry.gid,
+                                           entry.mtime_ns, entry.size, None),), entry)[1]):
                     apply(entry)
                 size += entry.size
             self.current = None
@@ -391,65 +389,74 @@ class _Applier(object):
             reader.close()
         return size
 
-    def _new_file(self, plain, entry):
-        """The bulk of a layer: a new regular file, no xattrs, in a directory
-        in ``self.ready``, with as few Python operations and syscalls as
-        possible. Fed from one of two sources: ``plain``, a
-        TarReader.peek_plain tuple, its payload taken from the reader's
-        buffer once the file is made, or ``entry``. False: nothing was done,
-        take the general path (a name that needs cleaning, whiteouts, an
-        existing file...)."""
-        if plain is not None:
-            name, mode, uid, gid, mtime_ns, size = plain[:6]
-            mtime_ns *= _NS
-        else:
-            name, mode, uid, gid, mtime_ns = entry.name, entry.mode, entry.uid, entry.gid, entry.mtime_ns
-        if name[:2] == b"./":
-            name = name[2:]     # GNU tar's "./" prefix
-        # Dot components (also .wh. and the stash) and odd slashes: general path.
-        if not name or name[0] in b"./" or b"/." in name or b"//" in name or name.endswith(b"/"):
-            return False
-        parent, sep, base = name.rpartition(b"/")
-        ready = self.ready.get(parent)
-        if ready is None or not 0 <= mtime_ns <= _MAX_NS:
-            return False
-        mode &= 0o7777
-        # open(2) gives a new file root's ids and mode & ~umask: when that
-        # is already what the entry wants, fchown and fchmod are not needed.
-        pfd, strict = ready
-        need_chown = self.chown and (strict or uid or gid)
-        need_chmod = need_chown or strict or mode & self.mode_mask
-        if plain is not None:
-            self.current = name
+    def _new_files(self, files, entry=None):
+        """The bulk of a layer: new regular files, no xattrs, each in a
+        directory in ``self.ready``, made in one loop with as few Python
+        operations and syscalls as possible. ``files``: TarReader.plain_files
+        (the payloads from the reader's buffer), or one ``entry``'s fields
+        (payload None: read from ``entry``). Stops at the first file that
+        needs more (a name to clean, whiteouts, an existing path...), which
+        the general path then takes. Returns (sum of sizes, files made)."""
+        total = made = 0
+        ready = self.ready
+        new = self.new
+        created = self.journal.created
+        unpacked_add = self.unpacked.add
+        chown = self.chown
+        mode_mask = self.mode_mask
+        name = None
         try:
-            fd = os.open(base, _O_NEWFILE, mode & 0o777, dir_fd=pfd)
-        except FileExistsError:
-            return False
-        # Only a path whose parent is not new needs an entry of its own (and
-        # one that is, is not added to ``new``: nothing is created below a file).
-        if parent not in self.new:
-            self.journal.created(name)
-        try:
-            if plain is None:
-                self._payload(entry, name, fd)
-            elif size:
-                data = self.reader.consume_plain(plain)
-                if not (size >= _CLONE_MIN and self.clone_root is not None
-                        and self._clone(name, fd, size)):
-                    n = os.write(fd, data)
-                    if n != size:
-                        _write_all(fd, data[n:])
-            else:
-                self.reader.consume_plain(plain)
-            if need_chown:
-                os.fchown(fd, uid, gid)
-            if need_chmod:
-                os.fchmod(fd, mode)
-            os.utime(fd, ns=(mtime_ns, mtime_ns))
+            for name, mode, uid, gid, mtime_ns, size, data in files:
+                if name[:2] == b"./":
+                    name = name[2:]     # GNU tar's "./" prefix
+                # Dot components (also .wh. and the stash) and odd slashes: general path.
+                # (find, not ``in``: bytes in bytes raises and clears a TypeError first)
+                if (not name or name[0] in b"./" or name.find(b"/.") >= 0 or name.find(b"//") >= 0
+                        or name[-1] == 47):     # '/'
+                    break
+                parent, sep, base = name.rpartition(b"/")
+                slot = ready.get(parent)
+                if slot is None or not 0 <= mtime_ns <= _MAX_NS:
+                    break
+                mode &= 0o7777
+                # open(2) gives a new file root's ids and mode & ~umask: when
+                # that is already what the entry wants, fchown and fchmod are
+                # not needed.
+                pfd, strict = slot
+                try:
+                    fd = _open(base, _O_NEWFILE, mode & 0o777, dir_fd=pfd)
+                except FileExistsError:
+                    break
+                # Only a path whose parent is not new needs an entry of its own
+                # (and one that is, is not added to ``new``: nothing is created
+                # below a file).
+                if parent not in new:
+                    created(name)
+                try:
+                    if data is None:
+                        self._payload(entry, name, fd)
+                    elif size:
+                        if not (size >= _CLONE_MIN and self.clone_root is not None
+                                and self._clone(name, fd, size)):
+                            n = _write(fd, data)
+                            if n != size:
+                                _write_all(fd, data[n:])
+                    if chown and (strict or uid or gid):
+                        os.fchown(fd, uid, gid)
+                        os.fchmod(fd, mode)
+                    elif strict or mode & mode_mask:
+                        os.fchmod(fd, mode)
+                    _utime(fd, ns=(mtime_ns, mtime_ns))
+                finally:
+                    _close(fd)
+                unpacked_add(name)
+                total += size
+                made += 1
+            name = None
         finally:
-            os.close(fd)
-        self.unpacked.add(name)
-        return True
+            if name is not None:
+                self.current = name     # for the error, if this is one
+        return total, made
 
     def _payload(self, e, name, fd):
         """The entry's data into ``fd``: cloned from the file it was read
