@@ -42,7 +42,15 @@ def _make_table():
 
 
 _TABLE = _make_table()
-_LOW_MASKS = {}     # s -> (1 << 60s) - 1, made on first use
+# The fold for 124 * 2**j <= nbits < 124 * 2**(j+1): (k, s, 3s, mask of k
+# bits), made on first use.
+_STEPS = [None] * 64
+
+
+def _step(j):
+    s = 1 << j
+    step = _STEPS[j] = (60 * s, s, 3 * s, (1 << (60 * s)) - 1)
+    return step
 
 
 def _table_update(reg, data):
@@ -61,18 +69,15 @@ def _update(reg, data):
     # The register meets the first 64 message bits (x^64 times the message
     # plus the register times x^n is the register XORed into its start).
     v = int.from_bytes(data, "little") ^ reg
-    masks = _LOW_MASKS
+    steps = _STEPS
     while nbits >= _FOLD_MIN_BITS:
-        s = 1 << ((nbits // 124).bit_length() - 1)
-        k = 60 * s
-        mask = masks.get(s)
-        if mask is None:
-            mask = masks[s] = (1 << k) - 1
+        j = (nbits // 124).bit_length() - 1
+        k, s, s3, mask = steps[j] or _step(j)
         g = v & mask
         g ^= g << s
-        v = (v >> k) ^ g ^ (g << (3 * s))
+        v = (v >> k) ^ g ^ (g << s3)
         nbits -= k
-    return _table_update(0, v.to_bytes(nbits // 8, "little"))
+    return _table_update(0, v.to_bytes(nbits >> 3, "little"))
 
 
 class CRC64(object):
