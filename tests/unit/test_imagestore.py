@@ -151,3 +151,58 @@ def test_familiar_references(ref, want):
 def test_references_without_tag_are_refused():
     with pytest.raises(imagestore.ImageStoreError):
         imagestore.parse_reference("busybox")
+
+
+def _gzip_layer_archive(path, layer_bytes):
+    manifest = [{"Config": "c.json", "RepoTags": ["strata/gz:1"], "Layers": ["a.tar", "b.tar.gz"]}]
+    return _archive(path, [("manifest.json", json.dumps(manifest).encode()), ("c.json", CONFIG),
+                           ("a.tar", L1), ("b.tar.gz", layer_bytes)])
+
+
+def _left_behind(root):
+    """Layers, orphan driver layers, write sets and tags an import left."""
+    store = layerstore.LayerStore(root, _driver(root))
+    tmp = os.path.join(root, "image", "vfs", "layerdb", "tmp")
+    return (sorted(layer.chain_id for layer in store.layers()), store.orphans(),
+            os.listdir(tmp) if os.path.isdir(tmp) else [], imagestore.ImageStore(root, "vfs").tags())
+
+
+GZ2 = gzip.compress(L2)
+
+
+@pytest.mark.parametrize("data,match", [
+    (GZ2[:len(GZ2) // 2], "gzip stream is truncated"),
+    (GZ2[:20] + b"\xff" * 10 + GZ2[30:], "corrupt gzip stream"),
+    (GZ2[:-8] + b"\0\0\0\0" + GZ2[-4:], "corrupt gzip stream: CRC check failed"),
+], ids=["truncated", "corrupt", "bad-checksum"])
+def test_broken_gzip_layer_is_named_and_leaves_no_layer(tmp_path, root, data, match):
+    archive = _gzip_layer_archive(str(tmp_path / "gz.tar"), data)
+    with pytest.raises(ArchiveError, match=match) as e:
+        imagestore.import_archive(root, _driver(root), archive)
+    assert "b.tar.gz" in str(e.value)
+    # the complete base stays (as docker load leaves it); nothing of the broken layer
+    assert _left_behind(root) == ([sha(L1)], [], [], {})
+
+
+def test_gzip_layer_imports_like_the_plain_one(tmp_path, root):
+    archive = _gzip_layer_archive(str(tmp_path / "gz.tar"), GZ2)
+    result = imagestore.import_archive(root, _driver(root), archive)
+    assert [i.id for i in result] == [IMAGE_ID]
+    store = layerstore.LayerStore(root, _driver(root))
+    for chain in layerstore.chain_ids([sha(L1), sha(L2)]):
+        store.verify(chain)
+
+
+@pytest.mark.parametrize("cut", ["inside the last layer", "before the last layer"])
+def test_truncated_archive_is_refused_before_any_layer(tmp_path, root, cut):
+    archive = classic_archive(str(tmp_path / "image.tar"))
+    with tarfile.open(archive) as t:
+        last = t.getmember("b/layer.tar")
+    end = last.offset_data + 700 if cut == "inside the last layer" else last.offset - 10
+    with open(archive, "rb") as f:
+        data = f.read()[:end]
+    with open(archive, "wb") as f:
+        f.write(data)
+    with pytest.raises(ArchiveError, match="truncated|has no b/layer.tar"):
+        imagestore.import_archive(root, _driver(root), archive)
+    assert _left_behind(root) == ([], [], [], {})

@@ -19,9 +19,11 @@ image never at a missing layer. Archives may be Docker's classic layout
 
 import gzip
 import hashlib
+import io
 import json
 import os
 import tarfile
+import zlib
 
 from . import engine
 from .dataroot import DataRoot
@@ -152,8 +154,17 @@ class _Archive(object):
         except (OSError, tarfile.TarError) as e:
             raise ArchiveError("cannot read image archive %s: %s" % (path, e))
         self.members = {}
-        for m in self.tar.getmembers():
+        try:
+            members = self.tar.getmembers()
+        except (OSError, EOFError, zlib.error, tarfile.TarError) as e:
+            self.tar.close()
+            raise ArchiveError("cannot read image archive %s (truncated or corrupt?): %s" % (path, e))
+        for m in members:
             self.members[os.path.normpath(m.name.lstrip("/"))] = m
+        # tarfile takes a plain archive that stops inside its last member as
+        # ending there: the member's data would read short much later.
+        fileobj = self.tar.fileobj
+        self._size = os.fstat(fileobj.fileno()).st_size if type(fileobj) is io.BufferedReader else None
 
     def member(self, name):
         key = os.path.normpath(name.lstrip("/"))
@@ -171,7 +182,17 @@ class _Archive(object):
             if m is None or seen > 16:
                 raise ArchiveError("image archive %s: broken link %s" % (self.path, name),
                                    entry=name)
+        if self._size is not None and m.isfile() and m.offset_data + m.size > self._size:
+            raise ArchiveError("image archive %s is truncated: %s needs %d bytes, %d are there"
+                               % (self.path, name, m.size, max(0, self._size - m.offset_data)),
+                               entry=name)
         return m
+
+    def check_file(self, name):
+        """Refuse now, before anything is written, a member that would fail to read."""
+        if not self.member(name).isfile():
+            raise ArchiveError("image archive %s: %s is not a file" % (self.path, name),
+                               entry=name)
 
     def read(self, name):
         f = self.tar.extractfile(self.member(name))
@@ -241,12 +262,22 @@ def _machine_arch():
 
 
 class _Decompressed(object):
-    """A layer stream, gunzipped when it is gzip (Docker's DecompressStream)."""
+    """A layer stream, gunzipped when it is gzip (Docker's DecompressStream).
 
-    def __init__(self, raw, name):
-        head = raw.read(6)
+    Read errors name the layer: a truncated archive or gzip stream, or a
+    corrupt one, is an ArchiveError, not zlib's or tarfile's own exception.
+    """
+
+    # A file in the archive: the layer store may read it from a thread (one
+    # at a time) while the driver applies what was read (see layerstore._Tee).
+    read_ahead = True
+
+    def __init__(self, raw, name, archive_path):
+        self.name, self.archive_path = name, archive_path
+        head = self._guard(raw.read, 6)
         raw.seek(0)
-        if head[:2] == b"\x1f\x8b":
+        self.compressed = head[:2] == b"\x1f\x8b"
+        if self.compressed:
             self.stream = gzip.GzipFile(fileobj=raw, mode="rb")
         elif head[:4] == b"\x28\xb5\x2f\xfd":
             raise ArchiveError("zstd-compressed layers need zstd support, not in the"
@@ -257,7 +288,20 @@ class _Decompressed(object):
             self.stream = raw
 
     def read(self, n=-1):
-        return self.stream.read(n)
+        return self._guard(self.stream.read, n)
+
+    def _guard(self, read, n):
+        try:
+            return read(n)
+        except EOFError:
+            raise ArchiveError("image archive %s: layer %s: the gzip stream is truncated"
+                               % (self.archive_path, self.name), entry=self.name)
+        except (zlib.error, gzip.BadGzipFile) as e:
+            raise ArchiveError("image archive %s: layer %s: corrupt gzip stream: %s"
+                               % (self.archive_path, self.name, e), entry=self.name)
+        except tarfile.TarError as e:
+            raise ArchiveError("image archive %s: layer %s: %s (the archive is truncated?)"
+                               % (self.archive_path, self.name, e), entry=self.name)
 
 
 class ImportedImage(object):
@@ -291,7 +335,9 @@ def import_archive(data_root, driver, archive_path, exec_root=None, pidfile=None
         else:
             raise ArchiveError("%s is not a docker save archive (no manifest.json nor"
                                " index.json)" % archive_path)
-        imported = []
+        # Everything the manifest names is read or checked before the first
+        # layer is registered: a broken archive leaves nothing behind.
+        plan = []
         for item in manifest:
             config_bytes = archive.read(item["Config"])
             try:
@@ -305,6 +351,11 @@ def import_archive(data_root, driver, archive_path, exec_root=None, pidfile=None
                 raise ArchiveError("invalid manifest, layers length mismatch: expected %d,"
                                    " got %d" % (len(layers), len(diff_ids)),
                                    entry=item["Config"])
+            for name in layers:
+                archive.check_file(name)
+            plan.append((item, config_bytes, layers, diff_ids))
+        imported = []
+        for item, config_bytes, layers, diff_ids in plan:
             parent_chain = None
             registered = []
             for name, diff_id in zip(layers, diff_ids):
@@ -314,7 +365,7 @@ def import_archive(data_root, driver, archive_path, exec_root=None, pidfile=None
                 else:
                     raw = archive.open(name)
                     try:
-                        layer = store.register(_Decompressed(raw, name), parent_chain,
+                        layer = store.register(_Decompressed(raw, name, archive_path), parent_chain,
                                                diff_id=diff_id)
                     finally:
                         raw.close()

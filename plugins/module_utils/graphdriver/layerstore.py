@@ -21,12 +21,14 @@ so that opening the store can tell a crashed registration's layer from
 anything else and remove exactly it.
 """
 
+import collections
 import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
+import threading
 
 from . import engine, refcount, tarsplit, tarsplit_worker
 from .dataroot import DataRoot
@@ -152,15 +154,25 @@ class _Tee(object):
 
     ``tar_observer`` (the tar-split disassembler) is picked up by the
     TarReader the driver's apply parses the stream with (see tarstream).
+    With ``read_ahead`` the stream is read, decompressed when it is, and
+    hashed by a thread a few MiB ahead of the apply: zlib and hashlib let go
+    of the GIL, so that work runs on another core beside the apply's Python.
+    :meth:`stop` ends the thread; its errors are raised in the reader, in
+    stream order (what it read before the error comes first).
     """
 
-    def __init__(self, stream, tar_observer=None):
+    def __init__(self, stream, tar_observer=None, read_ahead=False):
         self._stream = stream
         self._sha = hashlib.sha256()
         self.tar_observer = tar_observer
         self.bytes = 0
+        self._ahead = _ReadAhead(stream, self._sha) if read_ahead else None
 
     def read(self, n=-1):
+        if self._ahead is not None:
+            data = self._ahead.read(n)
+            self.bytes += len(data)
+            return data
         data = self._stream.read(n) if n is not None else self._stream.read()
         if data:
             self._sha.update(data)
@@ -168,6 +180,10 @@ class _Tee(object):
         return data
 
     def readinto(self, buf):
+        if self._ahead is not None:
+            n = self._ahead.readinto(buf)
+            self.bytes += n
+            return n
         readinto = getattr(self._stream, "readinto", None)
         if readinto is None:
             data = self.read(len(buf))
@@ -187,7 +203,12 @@ class _Tee(object):
         return getattr(self._stream, "files_root", None)
 
     def close(self):
-        pass
+        pass    # the driver's; the layer store calls stop()
+
+    def stop(self):
+        """Stop and join the read-ahead thread (after the apply, or on failure)."""
+        if self._ahead is not None:
+            self._ahead.close()
 
     def drain(self):
         # moby: "discard trailing data but ensure metadata is picked up"
@@ -198,6 +219,102 @@ class _Tee(object):
     @property
     def diff_id(self):
         return "sha256:" + self._sha.hexdigest()
+
+
+class _ReadAhead(object):
+    """``stream`` read in chunks by a thread and hashed there, at most
+    ``_AHEAD_CHUNKS`` chunks ahead of :meth:`readinto`."""
+
+    _CHUNK = 1024 * 1024
+    _AHEAD_CHUNKS = 8
+
+    def __init__(self, stream, sha):
+        self._stream, self._sha = stream, sha
+        self._chunks = collections.deque()
+        self._cond = threading.Condition()
+        self._done = False      # the thread has put its last chunk
+        self._error = None      # ... and what stopped it, if not EOF
+        self._stop = False
+        self._cur = memoryview(b"")
+        self._thread = None
+
+    def _start(self):
+        # On the driver's first read, not before: what it does first (say,
+        # overlay2's probe mount) happens before any byte is read, as without
+        # a thread.
+        self._thread = threading.Thread(target=self._run, name="layer-read-ahead")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _run(self):
+        error = None
+        try:
+            read, update, cond, chunks = self._stream.read, self._sha.update, self._cond, self._chunks
+            while True:
+                data = read(self._CHUNK)
+                if not data:
+                    break
+                update(data)
+                with cond:
+                    while len(chunks) >= self._AHEAD_CHUNKS and not self._stop:
+                        cond.wait()
+                    if self._stop:
+                        break
+                    chunks.append(data)
+                    cond.notify()
+        except BaseException as e:      # handed to the reader
+            error = e
+        with self._cond:
+            self._done, self._error = True, error
+            self._cond.notify()
+
+    def _next(self):
+        if self._thread is None:
+            self._start()
+        with self._cond:
+            while not self._chunks and not self._done:
+                self._cond.wait()
+            if self._chunks:
+                data = self._chunks.popleft()
+                self._cond.notify()
+                return memoryview(data)
+            if self._error is not None:
+                raise self._error
+            return None
+
+    def readinto(self, buf):
+        cur = self._cur
+        if not cur:
+            cur = self._next()
+            if cur is None:
+                return 0
+        n = min(len(buf), len(cur))
+        buf[:n] = cur[:n]
+        self._cur = cur[n:]
+        return n
+
+    def read(self, n=-1):
+        if n is None or n < 0:
+            parts = []
+            while True:
+                cur = self._cur if self._cur else self._next()
+                if cur is None:
+                    return b"".join(parts)
+                parts.append(bytes(cur))
+                self._cur = memoryview(b"")
+        cur = self._cur if self._cur else self._next()
+        if cur is None:
+            return b""
+        self._cur = cur[n:]
+        return bytes(cur[:n])
+
+    def close(self):
+        with self._cond:
+            self._stop = True
+            self._chunks.clear()
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join()
 
 
 class LayerStore(object):
@@ -348,19 +465,29 @@ class LayerStore(object):
             fsync_dir(tmp)
             self.driver.create(cache, parent_cache)
             created = True
+            # A stream that says so (an image archive's layer: a file, maybe
+            # gzip) is read ahead in a thread, started after the tar-split
+            # child is forked and joined before this returns.
+            read_ahead = getattr(stream, "read_ahead", False)
             if tar_split is not None:
                 shutil.copyfile(tar_split, os.path.join(ws, "tar-split.json.gz"))
                 os.chmod(os.path.join(ws, "tar-split.json.gz"), 0o644)
-                tee = _Tee(stream)
-                size = self.driver.apply_diff(cache, parent_cache, tee)
-                tee.drain()
+                tee = _Tee(stream, read_ahead=read_ahead)
+                try:
+                    size = self.driver.apply_diff(cache, parent_cache, tee)
+                    tee.drain()
+                finally:
+                    tee.stop()
             else:
                 dis = tarsplit_worker.open_disassembler(
                     os.path.join(ws, "tar-split.json.gz"), self.engine_version)
                 try:
-                    tee = _Tee(stream, dis)
-                    size = self.driver.apply_diff(cache, parent_cache, tee)
-                    tee.drain()
+                    tee = _Tee(stream, dis, read_ahead=read_ahead)
+                    try:
+                        size = self.driver.apply_diff(cache, parent_cache, tee)
+                        tee.drain()
+                    finally:
+                        tee.stop()
                 except BaseException:
                     dis.abort()
                     raise
