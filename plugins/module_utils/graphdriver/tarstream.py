@@ -94,8 +94,10 @@ _TERMB = (b"\0", b" ")
 _HDR_FIELDS = struct.Struct("100s7sc7sc7sc11sc11sc8x1x100s8s32s32s16x155s12x")
 _UNPACK = _HDR_FIELDS.unpack
 _UNPACK_FROM = _HDR_FIELDS.unpack_from
-# The same up to the magic: what TarReader.plain_files needs.
-_UNPACK_PLAIN = struct.Struct("100s7sc7sc7sc11sc11sc8x1x100x8s").unpack_from
+# What TarReader.plain_members needs: the same fields up to the magic, the
+# octal fields' terminators and the type flag as byte values.
+_UNPACK_PLAIN = struct.Struct("100s7sB7sB7sB11sB11sB8xB100x8s").unpack_from
+_PLAIN_TYPES = b"025"
 _NO_XATTRS = {}     # shared, never mutated: most entries have none
 _NO_PAX = {}
 _ZERO_PADS = [b"\0" * n for n in range(BLOCK)]
@@ -496,19 +498,22 @@ class TarReader(object):
         self._finish_payload()
 
     # -- the plain-file fast path ----------------------------------------------
-    def plain_files(self):
-        """Yield the plain files that come next, while they do, without an
+    def plain_members(self):
+        """Yield the plain members that come next, while they do, without an
         :class:`Entry` each: what lets the applier make the bulk of a layer
         in one loop.
 
-        Plain: one USTAR or GNU header block (no extension headers), type
-        '0', octal numeric fields, a valid checksum, and the payload no
-        larger than the buffer. Each is ``(name, mode, uid, gid, mtime_ns,
-        size, payload)``, ``payload`` a memoryview valid until the next is
-        asked for. Asking for the next consumes the one before; a consumer
-        that stops asking (breaks) leaves the last one unconsumed, for the
-        usual iteration to parse in full (and to report what is wrong with
-        it, if anything).
+        Plain: one USTAR or GNU header block (no extension headers), a
+        regular file (type '0'), a symlink ('2') or a directory ('5'), octal
+        numeric fields, a valid checksum, and the payload no larger than
+        the buffer. Each is ``(typeflag, name, mode, uid, gid, mtime_ns,
+        size, data)``, ``typeflag`` the byte value (48, 50, 53), ``data``
+        the payload of a file (a memoryview valid until the next member is
+        asked for), the link target of a symlink, None for a directory.
+        Asking for the next consumes the one before; a consumer that stops
+        asking (breaks) leaves the last one unconsumed, for the usual
+        iteration to parse in full (and to report what is wrong with it,
+        if anything).
         """
         entry = self._entry
         if entry is not None:
@@ -529,14 +534,15 @@ class TarReader(object):
                 if self._fill(BLOCK) < BLOCK:
                     return
                 s, end = self._start, self._end
-            if buf[s + 156] != 48:      # '0'
+            if buf[s + 156] not in _PLAIN_TYPES:
                 return
             (name, f_mode, t_mode, f_uid, t_uid, f_gid, t_gid, f_size, t_size, f_mtime,
-             t_mtime, magic) = _UNPACK_PLAIN(buf, s)
+             t_mtime, tf, magic) = _UNPACK_PLAIN(buf, s)
             if magic != _USTAR_MAGIC and magic != _GNU_MAGIC:
                 return
-            if not (t_mode in _TERMB and t_uid in _TERMB and t_gid in _TERMB
-                    and t_size in _TERMB and t_mtime in _TERMB):
+            # Octal fields ended by NUL or space (0 or 0x20), as every common
+            # writer emits them.
+            if (t_mode | t_uid | t_gid | t_size | t_mtime) & 0xDF:
                 return
             try:
                 mode = int(f_mode, 8)
@@ -547,15 +553,19 @@ class TarReader(object):
                 want = int(buf[s + 148:s + 154], 8)
             except ValueError:
                 return
-            if (mode < 0 or uid < 0 or gid < 0 or size < 0 or mtime < 0
-                    or buf[s + 154] != 0):
+            if (mode | uid | gid | size | mtime) < 0 or buf[s + 154] != 0:
                 return
-            total = BLOCK + size + (-size & (BLOCK - 1))
-            if end - s < total:
-                # Read what this member needs (what the usual path would read).
-                if total > room or self._fill(total) < total:
-                    return
-                s, end = self._start, self._end
+            if tf == 48:
+                data_size = size
+                total = BLOCK + size + (-size & (BLOCK - 1))
+                if end - s < total:
+                    # Read what this member needs (what the usual path would read).
+                    if total > room or self._fill(total) < total:
+                        return
+                    s, end = self._start, self._end
+            else:
+                data_size = 0   # header-only (Go's isHeaderOnlyType)
+                total = BLOCK
             # _header_sum, inline
             if want != ((adler32(view[s:s + 148]) & 0xFFFF) + (adler32(view[s + 156:s + 412]) & 0xFFFF)
                         + (adler32(view[s + 412:s + 512]) & 0xFFFF) + 253):
@@ -566,18 +576,23 @@ class TarReader(object):
                     return
                 name = bytes(buf[s + 345:s + 500]).partition(b"\0")[0] + b"/" + name
             h = s + BLOCK
-            payload = view[h:h + size]
-            yield name, mode, uid, gid, mtime * 1000000000, size, payload
+            if tf == 48:
+                data = view[h:h + size]
+            elif tf == 50:
+                data = bytes(buf[s + 157:s + 257]).partition(b"\0")[0]
+            else:
+                data = None
+            yield tf, name, mode, uid, gid, mtime * 1000000000, size, data
             # Asked for the next: this one is consumed.
             nxt = s + total
             self._start = nxt
             self.offset += total
             if obs is not None:
-                obs.member(bytes(view[s:h]), name, size, size, REG)
-                if size:
-                    obs.payload(payload)
-                if nxt - h > size:
-                    obs.padding(bytes(view[h + size:nxt]))
+                obs.member(bytes(view[s:h]), name, size, data_size, chr(tf))
+                if data_size:
+                    obs.payload(data)
+                if nxt - h > data_size:
+                    obs.padding(bytes(view[h + data_size:nxt]))
             s = nxt
 
     # -- headers ----------------------------------------------------------

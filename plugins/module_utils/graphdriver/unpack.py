@@ -4,12 +4,13 @@ with the overlay whiteout converter), all or nothing.
 * :func:`apply_layer` — the entry point: runs an :class:`_Applier`, then
   commits its journal (apply_journal.py) or rolls it back, and words the
   error;
-* ``_Applier.run`` — the loop: a new regular file in a directory already
-  resolved takes :meth:`_Applier._new_files` (the bulk of a layer), fed
-  straight from the reader's buffer (``TarReader.plain_files``) or from an
-  entry; everything else takes :meth:`_Applier._apply`, which resolves the
-  entry's parent and dispatches on its type (whiteouts, opaque markers,
-  files, directories, links, devices);
+* ``_Applier.run`` — the loop: new regular files, directories and
+  symlinks in a directory already resolved take
+  :meth:`_Applier._new_members` (the bulk of a layer), fed straight from
+  the reader's buffer (``TarReader.plain_members``) or from an entry;
+  everything else takes :meth:`_Applier._apply`, which resolves the entry's
+  parent and dispatches on its type (whiteouts, opaque markers, files,
+  directories, links, devices);
 * resolution: ``_resolve_parent`` and ``_dir_fd``.
 
 Containment. Docker relies on a chroot to contain a hostile tar; here every
@@ -26,8 +27,9 @@ its descriptor, and an entry below it is created with ``dir_fd`` and no
 lookup at all. Whatever replaces or removes a path (all of it goes through
 ``_move_aside``) forgets the directories at and below it first, so a
 symlink swapped in for a remembered directory is resolved afresh. A new
-regular file then costs open, write, futimens and close, the owner and
-mode calls left out where open(2) already gave what the entry asks for.
+regular file then costs open, write, futimens and close, a symlink
+symlinkat and utimensat, the owner and mode calls left out where the
+creating call already gave what the entry asks for.
 
 Whiteouts: ``whiteout_format`` (whiteouts.py) is AUFS for UnpackLayer,
 OVERLAY for Unpack with the overlay converter, LITERAL for Unpack with no
@@ -161,7 +163,7 @@ class _Applier(object):
         self.root_ids = os.geteuid() == 0 and os.getegid() == 0
         self._check_plain(b"", self.root_fd)
         self.unpacked = set()               # Docker's unpackedPaths
-        self.dir_times = []                 # (rel, entry): times set at the end
+        self.dir_times = []                 # (rel, atime_ns, mtime_ns): set at the end
         self.plnk = {}                      # aufs hard link dir: base -> (entry, stash slot)
         self.current = None                 # the entry being applied, for errors
         self.reader = None
@@ -366,12 +368,12 @@ class _Applier(object):
             self.clone_root = os.fsencode(root).rstrip(b"/")
         reader = self.reader = tarstream.TarReader(stream)
         entries = iter(reader)
-        plain_files = reader.plain_files
-        new_files = self._new_files
+        plain_members = reader.plain_members
+        new_members = self._new_members
         apply = self._apply
         try:
             while True:
-                size += new_files(plain_files())[0]
+                size += new_members(plain_members())[0]
                 entry = next(entries, None)
                 if entry is None:
                     break
@@ -379,8 +381,8 @@ class _Applier(object):
                 if entry.typeflag == XGLOBAL:
                     continue    # Go hands it over with Size 0; no effect
                 if (entry.typeflag != REG or entry.xattrs or entry.atime_ns is not None
-                        or not new_files(((entry.name, entry.mode, entry.uid, entry.gid,
-                                           entry.mtime_ns, entry.size, None),), entry)[1]):
+                        or not new_members(((48, entry.name, entry.mode, entry.uid, entry.gid,
+                                             entry.mtime_ns, entry.size, None),), entry)[1]):
                     apply(entry)
                 size += entry.size
             self.current = None
@@ -389,14 +391,15 @@ class _Applier(object):
             reader.close()
         return size
 
-    def _new_files(self, files, entry=None):
-        """The bulk of a layer: new regular files, no xattrs, each in a
-        directory in ``self.ready``, made in one loop with as few Python
-        operations and syscalls as possible. ``files``: TarReader.plain_files
-        (the payloads from the reader's buffer), or one ``entry``'s fields
-        (payload None: read from ``entry``). Stops at the first file that
+    def _new_members(self, members, entry=None):
+        """The bulk of a layer: new regular files, directories and symlinks,
+        no xattrs, each in a directory in ``self.ready``, made in one loop
+        with as few Python operations and syscalls as possible.
+        ``members``: TarReader.plain_members (file payloads from the
+        reader's buffer), or one regular file ``entry``'s fields (data None:
+        the payload is read from ``entry``). Stops at the first member that
         needs more (a name to clean, whiteouts, an existing path...), which
-        the general path then takes. Returns (sum of sizes, files made)."""
+        the general path then takes. Returns (sum of sizes, members made)."""
         total = made = 0
         ready = self.ready
         new = self.new
@@ -406,9 +409,11 @@ class _Applier(object):
         mode_mask = self.mode_mask
         name = None
         try:
-            for name, mode, uid, gid, mtime_ns, size, data in files:
+            for tf, name, mode, uid, gid, mtime_ns, size, data in members:
                 if name[:2] == b"./":
                     name = name[2:]     # GNU tar's "./" prefix
+                if tf == 53 and name[-1:] == b"/":
+                    name = name[:-1]
                 # Dot components (also .wh. and the stash) and odd slashes: general path.
                 # (find, not ``in``: bytes in bytes raises and clears a TypeError first)
                 if (not name or name[0] in b"./" or name.find(b"/.") >= 0 or name.find(b"//") >= 0
@@ -419,36 +424,42 @@ class _Applier(object):
                 if slot is None or not 0 <= mtime_ns <= _MAX_NS:
                     break
                 mode &= 0o7777
-                # open(2) gives a new file root's ids and mode & ~umask: when
-                # that is already what the entry wants, fchown and fchmod are
-                # not needed.
+                # What root creates in a plain directory (see _update_ready)
+                # is owned by 0:0 with the mode asked & ~umask: when that is
+                # what the entry wants, fchown and fchmod are not needed.
                 pfd, strict = slot
-                try:
-                    fd = _open(base, _O_NEWFILE, mode & 0o777, dir_fd=pfd)
-                except FileExistsError:
+                if tf == 48:
+                    try:
+                        fd = _open(base, _O_NEWFILE, mode & 0o777, dir_fd=pfd)
+                    except FileExistsError:
+                        break
+                    # Only a path whose parent is not new needs an entry of its
+                    # own (and one that is, is not added to ``new``: nothing is
+                    # created below a file).
+                    if parent not in new:
+                        created(name)
+                    try:
+                        if data is None:
+                            self._payload(entry, name, fd)
+                        elif size:
+                            if not (size >= _CLONE_MIN and self.clone_root is not None
+                                    and self._clone(name, fd, size)):
+                                n = _write(fd, data)
+                                if n != size:
+                                    _write_all(fd, data[n:])
+                        if chown and (strict or uid or gid):
+                            os.fchown(fd, uid, gid)
+                            os.fchmod(fd, mode)
+                        elif strict or mode & mode_mask:
+                            os.fchmod(fd, mode)
+                        _utime(fd, ns=(mtime_ns, mtime_ns))
+                    finally:
+                        _close(fd)
+                elif tf == 53:
+                    if not self._new_dir(name, parent, pfd, base, mode, uid, gid, mtime_ns, strict):
+                        break
+                elif not self._new_symlink(name, parent, pfd, base, uid, gid, mtime_ns, strict, data):
                     break
-                # Only a path whose parent is not new needs an entry of its own
-                # (and one that is, is not added to ``new``: nothing is created
-                # below a file).
-                if parent not in new:
-                    created(name)
-                try:
-                    if data is None:
-                        self._payload(entry, name, fd)
-                    elif size:
-                        if not (size >= _CLONE_MIN and self.clone_root is not None
-                                and self._clone(name, fd, size)):
-                            n = _write(fd, data)
-                            if n != size:
-                                _write_all(fd, data[n:])
-                    if chown and (strict or uid or gid):
-                        os.fchown(fd, uid, gid)
-                        os.fchmod(fd, mode)
-                    elif strict or mode & mode_mask:
-                        os.fchmod(fd, mode)
-                    _utime(fd, ns=(mtime_ns, mtime_ns))
-                finally:
-                    _close(fd)
                 unpacked_add(name)
                 total += size
                 made += 1
@@ -457,6 +468,43 @@ class _Applier(object):
             if name is not None:
                 self.current = name     # for the error, if this is one
         return total, made
+
+    def _new_dir(self, rel, parent, pfd, base, mode, uid, gid, mtime_ns, strict):
+        """_directory for a new directory, for _new_members. False: nothing
+        was done."""
+        if len(self.dirs) > _MAX_CACHED_DIRS:
+            return False    # _apply drops them first
+        try:
+            os.mkdir(base, 0o700, dir_fd=pfd)
+        except FileExistsError:
+            return False    # a merge
+        self.journal.created(rel)
+        fd = self.dirs[rel] = os.open(base, O_DIR, dir_fd=pfd)
+        if self.chown and (strict or uid or gid):
+            os.fchown(fd, uid, gid)
+        # Always: a directory made in a setgid one is setgid too.
+        os.fchmod(fd, mode)
+        if self.chown and parent in self.plain_dirs:
+            self._set_plain(rel, not (mode & stat.S_ISGID and gid != 0))
+        else:
+            self._check_plain(rel, fd)
+        self.dir_times.append((rel, None, mtime_ns))
+        return True
+
+    def _new_symlink(self, rel, parent, pfd, base, uid, gid, mtime_ns, strict, target):
+        """_symlink for a new symlink, for _new_members. False: nothing was
+        done (an escaping target is refused by _symlink)."""
+        if target.find(b"..") >= 0 and _escapes(parent, target):
+            return False
+        try:
+            os.symlink(target, base, dir_fd=pfd)
+        except FileExistsError:
+            return False
+        self.journal.created(rel)
+        if self.chown and (strict or uid or gid):
+            os.chown(base, uid, gid, dir_fd=pfd, follow_symlinks=False)
+        os.utime(base, ns=(mtime_ns, mtime_ns), dir_fd=pfd, follow_symlinks=False)
+        return True
 
     def _payload(self, e, name, fd):
         """The entry's data into ``fd``: cloned from the file it was read
@@ -606,7 +654,7 @@ class _Applier(object):
                             and not (e.mode & stat.S_ISGID and e.gid != 0))
         else:
             self._check_plain(rel, fd)
-        self.dir_times.append((rel, e))
+        self.dir_times.append((rel, e.atime_ns, e.mtime_ns))
 
     def _apply_root(self, e):
         if e.typeflag != DIR:
@@ -622,7 +670,7 @@ class _Applier(object):
             self._xattrs_fd(fd, e)
         os.fchmod(fd, e.mode & 0o7777)
         self._check_plain(b"", fd)
-        self.dir_times.append((b"", e))
+        self.dir_times.append((b"", e.atime_ns, e.mtime_ns))
         self.unpacked.add(b"")
 
     def _symlink(self, rel, parent, pfd, base, e):
@@ -774,15 +822,15 @@ class _Applier(object):
         # Directory times last, as Docker: creating entries changed them.
         # Docker passes a zero atime, which its Chtimes turns into the epoch.
         self.root_times = None
-        for rel, e in self.dir_times:
-            atime = _clamp(e.atime_ns) if e.atime_ns is not None else 0
+        for rel, atime, mtime in self.dir_times:
+            atime = _clamp(atime) if atime is not None else 0
             if not rel:
-                self.root_times = (atime, _clamp(e.mtime_ns))
+                self.root_times = (atime, _clamp(mtime))
                 continue
             parent, sep, base = rel.rpartition(b"/")
             try:
                 pfd = self._dir_fd(parent)
-                os.utime(base, ns=(atime, _clamp(e.mtime_ns)), dir_fd=pfd,
+                os.utime(base, ns=(atime, _clamp(mtime)), dir_fd=pfd,
                          follow_symlinks=False)
             except (FileNotFoundError, NotADirectoryError, ArchiveError):
                 pass    # deleted or replaced later in this layer
