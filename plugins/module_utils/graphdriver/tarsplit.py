@@ -27,6 +27,7 @@ picks whose bytes we write (the newest engine's when not given).
 """
 
 import base64
+import binascii
 import gzip
 import json
 import os
@@ -87,7 +88,7 @@ def _go_json_string(s):
 
 
 def _b64(data):
-    return base64.b64encode(data).decode("ascii")
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 def _clean(name):
@@ -131,26 +132,24 @@ class Packer(object):
 
     def add_file(self, name, size, checksum):
         """``name`` bytes as in the tar; ``checksum`` 8 bytes or None."""
-        key = _clean(os.fsdecode(name))
+        try:
+            text = name.decode("utf-8")
+            field = '"name":%s,' % _go_json_string(text) if name else ""
+        except UnicodeDecodeError:
+            text = os.fsdecode(name)    # lone surrogates: no valid name's key
+            field = '"name_raw":"%s",' % _b64(name)
+        key = _clean(text)
         if key in self._seen:
             # tar-split's ErrDuplicatePath: Docker refuses such layers too.
             raise ArchiveError("duplicates of file paths not supported",
                                entry=os.fsdecode(name))
         self._seen.add(key)
-        try:
-            text = name.decode("utf-8")
-            field = '"name":' + _go_json_string(text) + ","
-        except UnicodeDecodeError:
-            field = '"name_raw":"%s",' % _b64(name)
-        if not name:
-            field = ""
-        parts = ['{"type":1,', field]
+        payload = "null" if checksum is None else '"%s"' % _b64(checksum)
         if size:
-            parts.append('"size":%d,' % size)
-        parts.append('"payload":%s,' % ('"%s"' % _b64(checksum) if checksum is not None
-                                        else "null"))
-        parts.append('"position":%d}\n' % self._pos)
-        self._add("".join(parts))
+            self._add('{"type":1,%s"size":%d,"payload":%s,"position":%d}\n'
+                      % (field, size, payload, self._pos))
+        else:
+            self._add('{"type":1,%s"payload":%s,"position":%d}\n' % (field, payload, self._pos))
         self._pos += 1
 
 
@@ -205,8 +204,8 @@ class Disassembler(object):
             if not self._left:
                 self._end_global()
             return
-        if n >= _CRC_FLUSH and not self._pending:
-            self._crc.update(view)
+        if not self._pending and (n >= _CRC_FLUSH or not self._left):
+            self._crc.update(view)      # a big piece, or a whole payload: no copy
         else:
             # the CRC costs per call: gather small pieces first
             self._pending.append(bytes(view))
