@@ -17,6 +17,7 @@ cleanup of the file to the caller's rollback).
 import json
 import os
 import struct
+import time
 
 from . import tarsplit
 from .errors import ArchiveError
@@ -39,17 +40,49 @@ def open_disassembler(path, engine_version=None, offload=None):
     return _Local(path, engine_version)
 
 
+_IDLE_SAMPLE = 0.05     # seconds of /proc/stat looked at
+_IDLE_KEEP = 2.0        # an answer is reused this long (small layers come in runs)
+_idle_answer = [None, 0.0]
+
+
 def _core_idle():
     """Is a second core free for the child? Measured on a shared 2-core
     machine under load, the two processes handing the stream over through a
     pipe took longer than one doing it all (the same CPU time, more waiting
-    for each other's time slices): only overlap where it can run beside us."""
+    for each other's time slices): only overlap where it can run beside us.
+
+    What the other processes use now (idle time in /proc/stat over a short
+    sample), not the load average: that still counts the last minute's work,
+    a previous import's included."""
     cpus = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
+    if cpus < 2:
         return False
-    return cpus > 1 and load <= cpus - 1
+    answer, when = _idle_answer
+    now = time.monotonic()
+    if answer is not None and now - when < _IDLE_KEEP:
+        return answer
+    try:
+        before = _cpu_ticks()
+        time.sleep(_IDLE_SAMPLE)
+        after = _cpu_ticks()
+        total = after[1] - before[1]
+        # at least about 3/4 of a core idle while we slept
+        answer = total > 0 and (after[0] - before[0]) * cpus >= 0.75 * total
+    except (OSError, ValueError, IndexError):
+        try:
+            answer = os.getloadavg()[0] <= cpus - 1
+        except OSError:
+            answer = False
+    _idle_answer[:] = [answer, time.monotonic()]
+    return answer
+
+
+def _cpu_ticks():
+    """(idle, total) ticks of all CPUs since boot."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    ticks = [int(x) for x in fields[1:9]]     # user .. steal (guest is in user)
+    return ticks[3] + ticks[4], sum(ticks)
 
 
 class _Local(tarsplit.Disassembler):
