@@ -506,8 +506,8 @@ class TarReader(object):
         Plain: one USTAR or GNU header block (no extension headers), a
         regular file (type '0'), a symlink ('2') or a directory ('5'), octal
         numeric fields, a valid checksum, and the payload no larger than
-        the buffer. Each is ``(typeflag, name, mode, uid, gid, mtime_ns,
-        size, data)``, ``typeflag`` the byte value (48, 50, 53), ``data``
+        the buffer. Each is ``(typeflag, name, mode, uid, gid, mtime, size,
+        data)`` (``mtime`` in whole seconds), ``typeflag`` the byte value (48, 50, 53), ``data``
         the payload of a file (a memoryview valid until the next member is
         asked for), the link target of a symlink, None for a directory.
         Asking for the next consumes the one before; a consumer that stops
@@ -563,9 +563,11 @@ class TarReader(object):
                     if total > room or self._fill(total) < total:
                         return
                     s, end = self._start, self._end
+                data = view[s + BLOCK:s + BLOCK + size]
             else:
                 data_size = 0   # header-only (Go's isHeaderOnlyType)
                 total = BLOCK
+                data = bytes(buf[s + 157:s + 257]).partition(b"\0")[0] if tf == 50 else None
             # _header_sum, inline
             if want != ((adler32(view[s:s + 148]) & 0xFFFF) + (adler32(view[s + 156:s + 412]) & 0xFFFF)
                         + (adler32(view[s + 412:s + 512]) & 0xFFFF) + 253):
@@ -575,19 +577,13 @@ class TarReader(object):
                 if buf[s + 508:s + 512] == _STAR_TRAILER:
                     return
                 name = bytes(buf[s + 345:s + 500]).partition(b"\0")[0] + b"/" + name
-            h = s + BLOCK
-            if tf == 48:
-                data = view[h:h + size]
-            elif tf == 50:
-                data = bytes(buf[s + 157:s + 257]).partition(b"\0")[0]
-            else:
-                data = None
-            yield tf, name, mode, uid, gid, mtime * 1000000000, size, data
+            yield tf, name, mode, uid, gid, mtime, size, data
             # Asked for the next: this one is consumed.
             nxt = s + total
             self._start = nxt
             self.offset += total
             if obs is not None:
+                h = s + BLOCK
                 obs.member(bytes(view[s:h]), name, size, data_size, chr(tf))
                 if data_size:
                     obs.payload(data)

@@ -67,6 +67,8 @@ _CHUNK = 1 << 20
 _ACL_DEFAULT = "system.posix_acl_default"
 # Docker's Chtimes clamps times outside [epoch, maxTime] to the epoch.
 _MAX_NS = (1 << 63) - 1
+_NS = 1000000000
+_MAX_S = _MAX_NS // _NS
 _open, _write, _utime, _close = os.open, os.write, os.utime, os.close
 
 
@@ -97,6 +99,20 @@ def _escapes(parent_rel, target):
         elif c and c != b".":
             depth += 1
     return False
+
+
+def _plain_name(name, tf):
+    """For _new_members: a member name that failed its quick check, as the
+    fast path can take it (GNU tar's "./" prefix, a directory's trailing
+    slash removed), or None: the general path takes it."""
+    if name[:2] == b"./":
+        name = name[2:]
+    if tf == 53 and name[-1:] == b"/":    # a directory
+        name = name[:-1]
+    # Dot components (also .wh. and the stash) and odd slashes stay out.
+    if not name or name[0] in b"./" or name.find(b"/.") >= 0 or name.find(b"//") >= 0 or name[-1] == 47:
+        return None
+    return name
 
 
 def _write_all(fd, data):
@@ -381,8 +397,9 @@ class _Applier(object):
                 if entry.typeflag == XGLOBAL:
                     continue    # Go hands it over with Size 0; no effect
                 if (entry.typeflag != REG or entry.xattrs or entry.atime_ns is not None
+                        or entry.mtime_ns % _NS
                         or not new_members(((48, entry.name, entry.mode, entry.uid, entry.gid,
-                                             entry.mtime_ns, entry.size, None),), entry)[1]):
+                                             entry.mtime_ns // _NS, entry.size, None),), entry)[1]):
                     apply(entry)
                 size += entry.size
             self.current = None
@@ -409,19 +426,16 @@ class _Applier(object):
         mode_mask = self.mode_mask
         name = None
         try:
-            for tf, name, mode, uid, gid, mtime_ns, size, data in members:
-                if name[:2] == b"./":
-                    name = name[2:]     # GNU tar's "./" prefix
-                if tf == 53 and name[-1:] == b"/":
-                    name = name[:-1]
-                # Dot components (also .wh. and the stash) and odd slashes: general path.
+            for tf, name, mode, uid, gid, mtime, size, data in members:
                 # (find, not ``in``: bytes in bytes raises and clears a TypeError first)
                 if (not name or name[0] in b"./" or name.find(b"/.") >= 0 or name.find(b"//") >= 0
                         or name[-1] == 47):     # '/'
-                    break
+                    name = _plain_name(name, tf)
+                    if name is None:
+                        break
                 parent, sep, base = name.rpartition(b"/")
                 slot = ready.get(parent)
-                if slot is None or not 0 <= mtime_ns <= _MAX_NS:
+                if slot is None or not 0 <= mtime <= _MAX_S:
                     break
                 mode &= 0o7777
                 # What root creates in a plain directory (see _update_ready)
@@ -452,13 +466,13 @@ class _Applier(object):
                             os.fchmod(fd, mode)
                         elif strict or mode & mode_mask:
                             os.fchmod(fd, mode)
-                        _utime(fd, ns=(mtime_ns, mtime_ns))
+                        _utime(fd, (mtime, mtime))
                     finally:
                         _close(fd)
                 elif tf == 53:
-                    if not self._new_dir(name, parent, pfd, base, mode, uid, gid, mtime_ns, strict):
+                    if not self._new_dir(name, parent, pfd, base, mode, uid, gid, mtime, strict):
                         break
-                elif not self._new_symlink(name, parent, pfd, base, uid, gid, mtime_ns, strict, data):
+                elif not self._new_symlink(name, parent, pfd, base, uid, gid, mtime, strict, data):
                     break
                 unpacked_add(name)
                 total += size
@@ -469,7 +483,7 @@ class _Applier(object):
                 self.current = name     # for the error, if this is one
         return total, made
 
-    def _new_dir(self, rel, parent, pfd, base, mode, uid, gid, mtime_ns, strict):
+    def _new_dir(self, rel, parent, pfd, base, mode, uid, gid, mtime, strict):
         """_directory for a new directory, for _new_members. False: nothing
         was done."""
         if len(self.dirs) > _MAX_CACHED_DIRS:
@@ -488,10 +502,10 @@ class _Applier(object):
             self._set_plain(rel, not (mode & stat.S_ISGID and gid != 0))
         else:
             self._check_plain(rel, fd)
-        self.dir_times.append((rel, None, mtime_ns))
+        self.dir_times.append((rel, None, mtime * _NS))
         return True
 
-    def _new_symlink(self, rel, parent, pfd, base, uid, gid, mtime_ns, strict, target):
+    def _new_symlink(self, rel, parent, pfd, base, uid, gid, mtime, strict, target):
         """_symlink for a new symlink, for _new_members. False: nothing was
         done (an escaping target is refused by _symlink)."""
         if target.find(b"..") >= 0 and _escapes(parent, target):
@@ -503,7 +517,7 @@ class _Applier(object):
         self.journal.created(rel)
         if self.chown and (strict or uid or gid):
             os.chown(base, uid, gid, dir_fd=pfd, follow_symlinks=False)
-        os.utime(base, ns=(mtime_ns, mtime_ns), dir_fd=pfd, follow_symlinks=False)
+        os.utime(base, (mtime, mtime), dir_fd=pfd, follow_symlinks=False)
         return True
 
     def _payload(self, e, name, fd):
