@@ -21,7 +21,8 @@ second tree, a ``.build``-style directory holding
 and by ``docker load`` into a private Engine 20.10 dockerd on another fresh
 data-root (its start excluded). Who goes first alternates. Printed per
 archive: the median wall time of each, CPU time (ours with its tar-split
-child; docker: dockerd plus the CLI), and the median ratio ours/docker.
+child; docker: dockerd plus the CLI), the median ratio ours/docker and the
+1-minute load average when the archive's rounds ended.
 The machine may be shared: only ratios measured in the same run mean much.
 """
 
@@ -203,7 +204,8 @@ def main():
             print("%-9s %7.0f MB  " % (label, size) + "  ".join(
                 "%s %.2fs (cpu %.2fs)" % (n, med[n], statistics.median(cpus[n]))
                 for n in times) + "  " + "  ".join(
-                "%s/docker %.2fx" % (n, ratios[n]) for n, _ in trees))
+                "%s/docker %.2fx" % (n, ratios[n]) for n, _ in trees)
+                + "  load %.2f" % os.getloadavg()[0])
             sys.stdout.flush()
     finally:
         shutil.rmtree(top, ignore_errors=True)
