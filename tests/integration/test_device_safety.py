@@ -17,11 +17,17 @@ growing one):
 
 One ansible-playbook run per writer and per force, one inventory host per
 kind, on real loop devices (tests/support/signatures.py).
+
+An md RAID member ({a member of a stopped array, a member md holds}) needs
+md, which this kernel lacks: ``test_in_qemu_vm`` runs the ``test_vm_*``
+tests in the session's VM, every writer in one playbook per force (one
+host per writer and device).
 """
 
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -31,10 +37,14 @@ import yaml
 
 from tests.support.backends import Unavailable
 from tests.support.playbook import run_playbook
-from tests.support.signatures import HOLDS, IN_USE, KINDS, signature_templates, signed_devices
+from tests.support.qemu_vm import run_pytest
+from tests.support.signatures import (HOLDS, IN_USE, KINDS, RAID_HOLDS, RAID_IN_USE, raid_devices, raid_unavailable,
+                                      signature_templates, signed_devices)
 from tests.support.zfs_fuse import _destroy_pool as destroy_pool, zfs_fuse_daemon
 
 pytestmark = pytest.mark.root
+
+IN_VM = os.environ.get("STRATA_IN_VM") == "1"
 
 # writer -> (the task each host runs, the filesystem it adopts or None)
 ROLE = "strata.graphdriver.backing_store"
@@ -138,14 +148,16 @@ def _our_volume_groups(env):
 
 
 @contextlib.contextmanager
-def _play(writer, devs, force):
-    """Run the writer on every device (one host per kind); yield
-    (run, {kind: [failed results]}, {kind: host vars}); undo all it made."""
+def _play(writers, devs, force):
+    """Run each writer on every device (one host per writer and kind, named
+    ``kind`` for one writer, else ``writer--kind``); yield (run, {host:
+    [failed results]}, {host: host vars}); undo all it made."""
+    writers = [writers] if isinstance(writers, str) else list(writers)
     work = tempfile.mkdtemp(prefix="strata-safety-")
     try:
-        with _lvm(work, writer.endswith("-grow")) as (env, grow_vg, grow_base):
+        with _lvm(work, any(w.endswith("-grow") for w in writers)) as (env, grow_vg, grow_base):
             groups = _our_volume_groups(env)
-            with _played(work, writer, devs, force, env, grow_vg, grow_base) as played:
+            with _played(work, writers, devs, force, env, grow_vg, grow_base) as played:
                 yield played
                 # a refused thin_pool made no volume group and grew none
                 assert _our_volume_groups(env) == groups
@@ -154,21 +166,27 @@ def _play(writer, devs, force):
 
 
 @contextlib.contextmanager
-def _played(work, writer, devs, force, env, grow_vg, grow_base):
+def _played(work, writers, devs, force, env, grow_vg, grow_base):
     hosts = {}
-    for i, (kind, d) in enumerate(sorted(devs.items())):
-        hosts[kind] = {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3",
-                       "device": d.device, "mountpoint": os.path.join(work, kind, "docker"),
-                       "fstab": os.path.join(work, kind, "fstab"),
-                       "pool": "strata-safety-%d-%d" % (os.getpid(), i),
-                       "grow_vg": grow_vg, "grow_base": grow_base}
-        os.makedirs(os.path.join(work, kind))
+    for writer in writers:
+        for kind, d in sorted(devs.items()):
+            name = kind if len(writers) == 1 else "%s--%s" % (writer, kind)
+            hosts[name] = {"ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3",
+                           "writer": writer, "device": d.device, "mountpoint": os.path.join(work, name, "docker"),
+                           "fstab": os.path.join(work, name, "fstab"),
+                           "pool": "strata-safety-%d-%d" % (os.getpid(), len(hosts)),
+                           "grow_vg": grow_vg, "grow_base": grow_base}
+            os.makedirs(os.path.join(work, name))
     inventory = os.path.join(work, "inventory.yml")
     with open(inventory, "w") as f:
         yaml.safe_dump({"all": {"hosts": hosts}}, f)
+    # several writers: each host runs its own writer's tasks only (a refusal
+    # ends that host's run, as it would on its own)
+    tasks = _tasks(writers[0], force) if len(writers) == 1 else [
+        dict(task, when="writer == %r" % writer) for writer in writers for task in _tasks(writer, force)]
     playbook = os.path.join(work, "play.yml")
     with open(playbook, "w") as f:
-        yaml.safe_dump([{"hosts": "all", "gather_facts": False, "tasks": _tasks(writer, force)}], f)
+        yaml.safe_dump([{"hosts": "all", "gather_facts": False, "tasks": tasks}], f)
     try:
         run = run_playbook(playbook, inventory=inventory, args=["--forks", "6"], env=env)
         failed = {}
@@ -184,7 +202,7 @@ def _played(work, writer, devs, force, env, grow_vg, grow_base):
             if subprocess.run(["zpool", "list", "-H", h["pool"]], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL).returncode == 0:
                 destroy_pool(h["pool"])
-            if WRITERS[writer][0] == "thin_pool":
+            if WRITERS[h["writer"]][0] == "thin_pool":
                 subprocess.run(["vgremove", "-f", h["pool"]], env=dict(os.environ, **env),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -273,3 +291,49 @@ def test_force_proceeds_but_never_over_a_device_in_use(writer, templates, tmp_pa
             assert not problems, "\n".join(problems) + "\n%s" % run.stdout[-6000:]
         devs.detach()
         assert [k for k in IN_USE if not devs[k].unchanged()] == []
+
+
+# --- md RAID members, in the VM ---------------------------------------------
+
+def test_in_qemu_vm(qemu_vm):
+    """The test_vm_* tests (md RAID members), in the session's VM."""
+    if IN_VM:
+        pytest.skip("already inside the VM")
+    if raid_unavailable() is None:
+        pytest.skip("md here: the test_vm_* tests run on this host")
+    _, summary = run_pytest(qemu_vm(), "-k test_vm_ tests/integration/test_device_safety.py")
+    vm_tests = sum(1 for name in globals() if name.startswith("test_vm_"))
+    assert re.search(r"\b%d passed" % vm_tests, summary) and not re.search(r"skipped|fail|error", summary), summary
+
+
+@pytest.fixture
+def raid(tmp_path):
+    reason = raid_unavailable()
+    if reason:
+        pytest.skip("%s; test_in_qemu_vm runs this in a VM" % reason)
+    with raid_devices(str(tmp_path)) as devs:
+        yield devs
+
+
+def test_vm_raid_member_refused_by_every_writer(raid):
+    """Every writer, on a RAID member (its array stopped) and on a member md
+    holds: without force both are refused, the first naming its RAID
+    signature, the second as in use; with force the held member is still
+    refused; no byte of either changes."""
+    problems = []
+    for force in (False, True):
+        devs = raid if not force else {k: raid[k] for k in RAID_IN_USE}
+        with _play(sorted(WRITERS), devs, force) as (run, failed, hosts):
+            for host, h in sorted(hosts.items()):
+                kind = host.rpartition("--")[2]
+                msg = failed[host][0].get("msg", "") if host in failed else ""
+                want = ("device %s is in use (held by md" % h["device"] if kind in RAID_IN_USE
+                        else "device %s holds linux_raid_member signature" % h["device"])
+                if want not in msg or not _no_traceback(failed[host][0]):
+                    problems.append("force=%s %s: not refused as %r: %s" % (force, host, want, failed.get(host)))
+                if os.path.ismount(h["mountpoint"]):
+                    problems.append("force=%s %s: data-root mounted although refused" % (force, host))
+            assert not problems, "\n".join(problems) + "\n%s" % run.stdout[-6000:]
+            assert _new_mounts(raid) == []
+    raid.detach()
+    assert [k for k in RAID_HOLDS + RAID_IN_USE if not raid[k].unchanged()] == [], "RAID members written"

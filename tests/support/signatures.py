@@ -9,8 +9,9 @@
 Every kind is made by the real tool (sfdisk, mkfs.*, mkswap, pvcreate,
 zpool under zfs-fuse); "mounted" is an ext4 that is mounted, "partitions"
 a dos disk whose partition the kernel knows, "open" a blank device another
-program holds open with O_EXCL. On exit everything is unmounted, closed,
-detached and deleted, even after a failure.
+program holds open with O_EXCL. Where the kernel has md (the VM),
+``raid_devices`` gives md RAID1 members (mdadm). On exit everything is
+unmounted, closed, stopped, detached and deleted, even after a failure.
 """
 
 import contextlib
@@ -27,6 +28,12 @@ SIZE_MB = 320   # mkfs.xfs takes no less than 300 MB
 HOLDS = ("dos", "gpt", "ext4", "xfs", "btrfs", "swap", "lvm-pv", "zfs-member", "partitions")
 IN_USE = ("mounted", "open")
 KINDS = HOLDS + IN_USE
+# Only where the kernel has md (this host's has not: the VM's Debian kernel
+# has), from raid_devices(): a member of an md RAID1 whose array is stopped
+# (force may override it), and a member of an assembled array (md holds it).
+RAID_HOLDS = ("raid-member",)
+RAID_IN_USE = ("raid-held",)
+RAID_MB = 96
 
 
 def _sparse(path):
@@ -167,6 +174,79 @@ def signed_devices(templates, directory, kinds=KINDS):
             sh("cp", "--sparse=always", templates[kind], image)
             devs[kind] = SignedDevice(kind, image)
             devs[kind].attach()
+        yield devs
+    finally:
+        devs.detach()
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def raid_unavailable():
+    """None where md RAID1 arrays can be made, else why not."""
+    if not shutil.which("mdadm"):
+        return "mdadm is not installed (scripts/setup-host.sh installs it)"
+    if subprocess.run(["modprobe", "raid1"], stderr=subprocess.DEVNULL).returncode != 0:
+        return "the kernel has no md raid1 (modprobe raid1 failed)"
+    return None
+
+
+class RaidMember(object):
+    """The first member of a two-loop-file md RAID1 (metadata 1.2, as mdadm
+    makes it by default); ``held``: its array assembled read-only, so md
+    holds the member and writes nothing to it meanwhile."""
+
+    def __init__(self, kind, where, held):
+        self.kind = kind
+        self.array = "/dev/md/strata-%d-%s" % (os.getpid(), kind)
+        self.images = [os.path.join(where, "%s-%d.img" % (kind, i)) for i in range(2)]
+        self.loops = []
+        self.running = False
+        try:
+            self._make(held)
+        except BaseException:
+            self.detach()
+            raise
+
+    def _make(self, held):
+        for image in self.images:
+            with open(image, "wb") as f:
+                f.truncate(RAID_MB << 20)
+            self.loops.append(sh("losetup", "--find", "--show", image).strip())
+        self.device, self.image = self.loops[0], self.images[0]
+        # --assume-clean: no resync writing the members while they are compared
+        sh("mdadm", "--create", self.array, "--level=1", "--raid-devices=2", "--metadata=1.2",
+           "--assume-clean", "--run", "--quiet", *self.loops)
+        self.running = True
+        self._stop()
+        self.before = fingerprint(self.image)
+        if held:
+            sh("mdadm", "--assemble", "--readonly", "--quiet", self.array, *self.loops)
+            self.running = True
+
+    def _stop(self):
+        if self.running:
+            subprocess.run(["mdadm", "--stop", "--quiet", self.array], check=False)
+            self.running = False
+
+    def detach(self):
+        self._stop()
+        for loop in self.loops:
+            subprocess.run(["losetup", "-d", loop], check=False)
+        self.loops = []
+        self.device = None
+
+    def unchanged(self):
+        return fingerprint(self.image) == self.before
+
+
+@contextlib.contextmanager
+def raid_devices(directory):
+    """{kind: RaidMember} for RAID_HOLDS + RAID_IN_USE; on exit every array
+    is stopped and every loop detached, even after a failure."""
+    where = tempfile.mkdtemp(prefix="strata-raid-", dir=directory)
+    devs = SignedDevices()
+    try:
+        for kind in RAID_HOLDS + RAID_IN_USE:
+            devs[kind] = RaidMember(kind, where, held=kind in RAID_IN_USE)
         yield devs
     finally:
         devs.detach()
