@@ -17,7 +17,6 @@ image never at a missing layer. Archives may be Docker's classic layout
 ``blobs/sha256``, possibly gzip-compressed layers); Docker 25+ writes both.
 """
 
-import gzip
 import hashlib
 import io
 import json
@@ -278,7 +277,7 @@ class _Decompressed(object):
         raw.seek(0)
         self.compressed = head[:2] == b"\x1f\x8b"
         if self.compressed:
-            self.stream = gzip.GzipFile(fileobj=raw, mode="rb")
+            self.stream = _Gunzip(raw)
         elif head[:4] == b"\x28\xb5\x2f\xfd":
             raise ArchiveError("zstd-compressed layers need zstd support, not in the"
                                " standard library", entry=name)
@@ -296,12 +295,57 @@ class _Decompressed(object):
         except EOFError:
             raise ArchiveError("image archive %s: layer %s: the gzip stream is truncated"
                                % (self.archive_path, self.name), entry=self.name)
-        except (zlib.error, gzip.BadGzipFile) as e:
+        except zlib.error as e:
             raise ArchiveError("image archive %s: layer %s: corrupt gzip stream: %s"
                                % (self.archive_path, self.name, e), entry=self.name)
         except tarfile.TarError as e:
             raise ArchiveError("image archive %s: layer %s: %s (the archive is truncated?)"
                                % (self.archive_path, self.name, e), entry=self.name)
+
+
+class _Gunzip(object):
+    """gzip members one after another (zero bytes between them skipped), as
+    GzipFile reads them, but inflated by zlib with its own header, CRC-32
+    and length checks: GzipFile's reader goes through Python every 8 KiB of
+    input. A stream cut short raises EOFError, anything malformed zlib.error."""
+
+    _INPUT = 256 * 1024
+
+    def __init__(self, raw):
+        self._raw = raw
+        self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._input = b""       # read, not yet taken by the decompressor
+        self._done = False
+
+    def read(self, n=-1):
+        if n is None or n < 0:
+            parts = []
+            while True:
+                part = self.read(1024 * 1024)
+                if not part:
+                    return b"".join(parts)
+                parts.append(part)
+        while not self._done:
+            inflate = self._inflate
+            if inflate.eof:
+                rest = inflate.unused_data.lstrip(b"\0")
+                while not rest:
+                    more = self._raw.read(self._INPUT)
+                    if not more:
+                        self._done = True
+                        return b""
+                    rest = more.lstrip(b"\0")
+                self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self._input = rest
+                continue
+            data = self._input or self._raw.read(self._INPUT)
+            if not data:
+                raise EOFError("gzip stream ends inside a member")
+            out = inflate.decompress(data, n)
+            self._input = inflate.unconsumed_tail
+            if out:
+                return out
+        return b""
 
 
 class ImportedImage(object):
