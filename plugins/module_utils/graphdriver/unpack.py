@@ -110,6 +110,7 @@ def _plain_name(name, tf):
     if tf == 53 and name[-1:] == b"/":    # a directory
         name = name[:-1]
     # Dot components (also .wh. and the stash) and odd slashes stay out.
+    # (find, not ``in``: bytes in bytes raises and clears a TypeError first)
     if not name or name[0] in b"./" or name.find(b"/.") >= 0 or name.find(b"//") >= 0 or name[-1] == 47:
         return None
     return name
@@ -427,15 +428,21 @@ class _Applier(object):
         name = None
         try:
             for tf, name, mode, uid, gid, mtime, size, data in members:
-                # (find, not ``in``: bytes in bytes raises and clears a TypeError first)
-                if (not name or name[0] in b"./" or name.find(b"/.") >= 0 or name.find(b"//") >= 0
-                        or name[-1] == 47):     # '/'
+                # The keys of ``ready`` are clean relative paths (no empty,
+                # "." or ".." component, no leading or trailing slash): a
+                # name whose parent is one, and whose base is neither empty
+                # nor a dot name (.wh. files, the stash), needs no cleaning.
+                parent, sep, base = name.rpartition(b"/")
+                slot = ready.get(parent)
+                if slot is None or not base or base[0] == 46:   # '.'
                     name = _plain_name(name, tf)
                     if name is None:
                         break
-                parent, sep, base = name.rpartition(b"/")
-                slot = ready.get(parent)
-                if slot is None or not 0 <= mtime <= _MAX_S:
+                    parent, sep, base = name.rpartition(b"/")
+                    slot = ready.get(parent)
+                    if slot is None:
+                        break
+                if not 0 <= mtime <= _MAX_S:
                     break
                 mode &= 0o7777
                 # What root creates in a plain directory (see _update_ready)
