@@ -10,7 +10,7 @@ import tarfile
 import pytest
 
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import (
-    ArchiveError, imagestore, layerstore, new)
+    ArchiveError, imagestore, layerstore, new, tarsplit_worker)
 
 
 def _layer(files):
@@ -85,7 +85,7 @@ def _driver(root):
 
 
 @pytest.mark.parametrize("layout", ["classic", "oci"])
-def test_import_writes_layers_config_and_tags(tmp_path, root, layout):
+def test_import_writes_layers_config_and_tags(tmp_path, root, layout, parallel):
     make = classic_archive if layout == "classic" else oci_archive
     archive = make(str(tmp_path / "image.tar"))
     result = imagestore.import_archive(root, _driver(root), archive)
@@ -170,13 +170,22 @@ def _left_behind(root):
 GZ2 = gzip.compress(L2)
 
 
+@pytest.fixture(params=["one process", "read-ahead thread and tar-split child"])
+def parallel(request, monkeypatch):
+    """Both ways a layer is registered: in one thread, or (where a core is
+    idle) read ahead by a thread while a child writes the tar-split."""
+    on = request.param != "one process"
+    monkeypatch.setattr(tarsplit_worker, "core_idle", lambda: on)
+    return on
+
+
 @pytest.mark.parametrize("data,match", [
     (GZ2[:len(GZ2) // 2], "gzip stream is truncated"),
     (GZ2[:20] + b"\xff" * 10 + GZ2[30:], "corrupt gzip stream"),
     (GZ2[:-8] + b"\0\0\0\0" + GZ2[-4:], "corrupt gzip stream"),
     (GZ2 + b"junk", "corrupt gzip stream"),
 ], ids=["truncated", "corrupt", "bad-checksum", "trailing-junk"])
-def test_broken_gzip_layer_is_named_and_leaves_no_layer(tmp_path, root, data, match):
+def test_broken_gzip_layer_is_named_and_leaves_no_layer(tmp_path, root, data, match, parallel):
     archive = _gzip_layer_archive(str(tmp_path / "gz.tar"), data)
     with pytest.raises(ArchiveError, match=match) as e:
         imagestore.import_archive(root, _driver(root), archive)
@@ -190,7 +199,7 @@ def test_broken_gzip_layer_is_named_and_leaves_no_layer(tmp_path, root, data, ma
     # gzip(1) and Go read members one after another; GzipFile skips zero padding too
     gzip.compress(L2[:1000]) + gzip.compress(L2[1000:]) + b"\0" * 7,
 ], ids=["one-member", "two-members-and-padding"])
-def test_gzip_layer_imports_like_the_plain_one(tmp_path, root, data):
+def test_gzip_layer_imports_like_the_plain_one(tmp_path, root, data, parallel):
     archive = _gzip_layer_archive(str(tmp_path / "gz.tar"), data)
     result = imagestore.import_archive(root, _driver(root), archive)
     assert [i.id for i in result] == [IMAGE_ID]
@@ -200,7 +209,7 @@ def test_gzip_layer_imports_like_the_plain_one(tmp_path, root, data):
 
 
 @pytest.mark.parametrize("cut", ["inside the last layer", "before the last layer"])
-def test_truncated_archive_is_refused_before_any_layer(tmp_path, root, cut):
+def test_truncated_archive_is_refused_before_any_layer(tmp_path, root, cut, parallel):
     archive = classic_archive(str(tmp_path / "image.tar"))
     with tarfile.open(archive) as t:
         last = t.getmember("b/layer.tar")

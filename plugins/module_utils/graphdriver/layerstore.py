@@ -467,8 +467,11 @@ class LayerStore(object):
             created = True
             # A stream that says so (an image archive's layer: a file, maybe
             # gzip) is read ahead in a thread, started after the tar-split
-            # child is forked and joined before this returns.
-            read_ahead = getattr(stream, "read_ahead", False)
+            # child is forked and joined before this returns; both only
+            # where a core is free for them (on a busy machine the hand-overs
+            # cost more than the overlap brings).
+            parallel = tarsplit_worker.core_idle()
+            read_ahead = parallel and getattr(stream, "read_ahead", False)
             if tar_split is not None:
                 shutil.copyfile(tar_split, os.path.join(ws, "tar-split.json.gz"))
                 os.chmod(os.path.join(ws, "tar-split.json.gz"), 0o644)
@@ -480,7 +483,8 @@ class LayerStore(object):
                     tee.stop()
             else:
                 dis = tarsplit_worker.open_disassembler(
-                    os.path.join(ws, "tar-split.json.gz"), self.engine_version)
+                    os.path.join(ws, "tar-split.json.gz"), self.engine_version,
+                    offload=parallel and hasattr(os, "fork"))
                 try:
                     tee = _Tee(stream, dis, read_ahead=read_ahead)
                     try:

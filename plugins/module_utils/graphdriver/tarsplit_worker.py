@@ -32,28 +32,32 @@ _F_SETPIPE_SZ = 1031        # fcntl.F_SETPIPE_SZ, named only from Python 3.10 on
 def open_disassembler(path, engine_version=None, offload=None):
     """An observer writing ``path`` (tar-split.json.gz) as ``engine_version``
     writes it; in a child process when ``offload`` (default: when a core is
-    idle, see :func:`_core_idle`)."""
+    idle, see :func:`core_idle`)."""
     if offload is None:
-        offload = hasattr(os, "fork") and _core_idle()
+        offload = hasattr(os, "fork") and core_idle()
     if offload:
         return _Forwarder(path, engine_version)
     return _Local(path, engine_version)
 
 
-_IDLE_SAMPLE = 0.05     # seconds of /proc/stat looked at
+_IDLE_SAMPLES = 10       # looks at the run queue, 5 ms apart
 _IDLE_KEEP = 2.0        # an answer is reused this long (small layers come in runs)
 _idle_answer = [None, 0.0]
 
 
-def _core_idle():
-    """Is a second core free for the child? Measured on a shared 2-core
-    machine under load, the two processes handing the stream over through a
-    pipe took longer than one doing it all (the same CPU time, more waiting
-    for each other's time slices): only overlap where it can run beside us.
+def core_idle():
+    """Is a second core free for a child or a thread beside us? Measured on a
+    shared 2-core machine under load, the two processes handing the stream
+    over through a pipe took longer than one doing it all (the same CPU
+    time, more waiting for each other's time slices): only overlap where it
+    can run beside us.
 
-    What the other processes use now (idle time in /proc/stat over a short
-    sample), not the load average: that still counts the last minute's work,
-    a previous import's included."""
+    What runs now: the tasks on the run queue (/proc/loadavg's running
+    count, ourselves included) averaged over a few samples, less than one
+    other on average. Neither the load average (it still counts the last
+    minute, a previous import or docker load included) nor idle ticks in
+    /proc/stat (a VM beside us showed a core idle there while two processes
+    of ours got one core between them) told it."""
     cpus = os.cpu_count() or 1
     if cpus < 2:
         return False
@@ -62,12 +66,14 @@ def _core_idle():
     if answer is not None and now - when < _IDLE_KEEP:
         return answer
     try:
-        before = _cpu_ticks()
-        time.sleep(_IDLE_SAMPLE)
-        after = _cpu_ticks()
-        total = after[1] - before[1]
-        # at least about 3/4 of a core idle while we slept
-        answer = total > 0 and (after[0] - before[0]) * cpus >= 0.75 * total
+        running = 0
+        for i in range(_IDLE_SAMPLES):
+            if i:
+                time.sleep(0.005)
+            with open("/proc/loadavg") as f:
+                running += int(f.read().split()[3].partition("/")[0])
+        others = running / _IDLE_SAMPLES - 1
+        answer = others + 1 < cpus
     except (OSError, ValueError, IndexError):
         try:
             answer = os.getloadavg()[0] <= cpus - 1
@@ -75,14 +81,6 @@ def _core_idle():
             answer = False
     _idle_answer[:] = [answer, time.monotonic()]
     return answer
-
-
-def _cpu_ticks():
-    """(idle, total) ticks of all CPUs since boot."""
-    with open("/proc/stat") as f:
-        fields = f.readline().split()
-    ticks = [int(x) for x in fields[1:9]]     # user .. steal (guest is in user)
-    return ticks[3] + ticks[4], sum(ticks)
 
 
 class _Local(tarsplit.Disassembler):
