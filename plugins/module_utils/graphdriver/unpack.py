@@ -11,7 +11,8 @@ with the overlay whiteout converter), all or nothing.
   everything else takes :meth:`_Applier._apply`, which resolves the entry's
   parent and dispatches on its type (whiteouts, opaque markers, files,
   directories, links, devices);
-* resolution: ``_resolve_parent`` and ``_dir_fd``.
+* resolution: ``_resolve`` (an entry name or a hard link target, through
+  ``_resolve_parent``) and ``_dir_fd``.
 
 Containment. Docker relies on a chroot to contain a hostile tar; here every
 path is resolved from an open descriptor of the layer root, one component
@@ -313,6 +314,15 @@ class _Applier(object):
             parts = target.split(b"/") + parts
         return b"/".join(out)
 
+    def _resolve(self, rel, entry_name):
+        """``rel`` (clean, relative) with the symlinks in its parent resolved
+        (_resolve_parent): (rel, parent, base)."""
+        parent, sep, base = rel.rpartition(b"/")
+        if parent:
+            parent = self._resolve_parent(parent, entry_name)
+            rel = parent + b"/" + base if parent else base
+        return rel, parent, base
+
     def _normalize(self, entry):
         # filepath.Clean, and absolute names are relative to the root.
         name = posixpath.normpath(entry.name).lstrip(b"/")
@@ -321,10 +331,7 @@ class _Applier(object):
                                 % (self._who(), os.fsdecode(entry.name)), os.fsdecode(entry.name))
         if name == b".":
             return b""
-        parent, sep, base = name.rpartition(b"/")
-        if parent:
-            parent = self._resolve_parent(parent, entry.name)
-            name = parent + b"/" + base if parent else base
+        name = self._resolve(name, entry.name)[0]
         if name.startswith(self.stash_name):
             raise BreakoutError("%s: %r names the apply journal"
                                 % (self._who(), os.fsdecode(entry.name)), os.fsdecode(entry.name))
@@ -718,10 +725,7 @@ class _Applier(object):
         if target.startswith(WHITEOUT_LINK_DIR_B + b"/"):
             self._plnk_link(rel, pfd, base, e, target)
             return
-        tparent, sep, tbase = target.rpartition(b"/")
-        if tparent:
-            tparent = self._resolve_parent(tparent, e.name)
-            target = tparent + b"/" + tbase if tparent else tbase
+        target, tparent, tbase = self._resolve(target, e.name)
         if target.startswith(self.stash_name):
             raise BreakoutError("%s: hardlink %r names the apply journal"
                                 % (self._who(), os.fsdecode(rel)), os.fsdecode(e.name))
