@@ -163,7 +163,7 @@ class _Archive(object):
         # tarfile takes a plain archive that stops inside its last member as
         # ending there: the member's data would read short much later.
         fileobj = self.tar.fileobj
-        self._size = os.fstat(fileobj.fileno()).st_size if type(fileobj) is io.BufferedReader else None
+        self._size = os.fstat(fileobj.fileno()).st_size if isinstance(fileobj, io.BufferedReader) else None
 
     def member(self, name):
         key = os.path.normpath(name.lstrip("/"))
