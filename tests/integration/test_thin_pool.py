@@ -169,7 +169,8 @@ def test_in_qemu_vm(qemu_vm):
         pytest.skip("already inside the VM")
     if REASON is None:
         pytest.skip("device-mapper here: the test_vm_* tests run on this host")
-    _, summary = run_pytest(qemu_vm(), "-k test_vm_ tests/integration/test_thin_pool.py", timeout=1500)
+    _, summary = run_pytest(qemu_vm(), "-k test_vm_ tests/integration/test_thin_pool.py", timeout=1500,
+                            pipelining=True)
     vm_tests = sum(1 for name in globals() if name.startswith("test_vm_"))
     assert re.search(r"\b%d passed" % vm_tests, summary) and "skipped" not in summary, summary
 
