@@ -1,6 +1,9 @@
 """Pure helpers of the overlay-family drivers, against Docker's strings."""
 
+import os
 import re
+
+import pytest
 
 from ansible_collections.strata.graphdriver.plugins.module_utils.graphdriver import (
     NotSupported, overlay2, overlayutils, projectquota)
@@ -55,3 +58,27 @@ def test_directory_size_counts_hard_links_once(tmp_path):
     import os
     os.link(str(tmp_path / "a"), str(tmp_path / "d" / "hard"))
     assert overlayutils.directory_size(str(tmp_path)) == 5 + 3 + len("a")
+
+
+@pytest.mark.parametrize("other_thread", [False, True], ids=["alone", "beside-a-thread"])
+def test_run_in_directory_leaves_the_process_cwd(tmp_path, other_thread):
+    """Alone it moves the process's cwd and puts it back; beside another
+    thread it runs in a thread with a cwd of its own. Either way fn sees the
+    directory, its error comes through, and the cwd is as it was."""
+    import threading
+    here = os.getcwd()
+    stop = threading.Event()
+    waiter = threading.Thread(target=stop.wait)
+    if other_thread:
+        waiter.start()
+    try:
+        assert overlayutils.run_in_directory(str(tmp_path), os.getcwd) == str(tmp_path)
+        with pytest.raises(FileNotFoundError):
+            overlayutils.run_in_directory(str(tmp_path), lambda: os.stat("no-such-entry"))
+        with pytest.raises(FileNotFoundError):
+            overlayutils.run_in_directory(str(tmp_path / "missing"), os.getcwd)
+        assert os.getcwd() == here
+    finally:
+        stop.set()
+        if other_thread:
+            waiter.join()

@@ -179,6 +179,16 @@ def run_in_directory(directory, fn):
 
     Returns what ``fn`` returns or raises what it raises.
     """
+    if threading.active_count() == 1:
+        # No other thread can see the cwd move: change it and put it back,
+        # a quarter of a 128-lower get() cheaper than starting a thread.
+        back = os.open(".", os.O_PATH | os.O_CLOEXEC)
+        try:
+            os.chdir(directory)
+            return fn()
+        finally:
+            os.fchdir(back)
+            os.close(back)
     result, error = [], []
 
     def run():
