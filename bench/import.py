@@ -27,8 +27,6 @@ The machine may be shared: only ratios measured in the same run mean much.
 """
 
 import argparse
-import hashlib
-import json
 import os
 import resource
 import shutil
@@ -75,14 +73,6 @@ print(w, c + kids.ru_utime + kids.ru_stime, images[0].id)
 """
 
 
-def _sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
-
-
 def build_real(workdir, gzip_too):
     """The real image, and (when asked) the same with gzip layers: (path, id) each."""
     stage = os.path.join(workdir, "stage-real")
@@ -97,35 +87,16 @@ def build_real(workdir, gzip_too):
         argv += ["--exclude=%s" % e for e in excludes] + paths
         subprocess.run(argv, check=True)
         names.append(name)
-        diff_ids.append(_sha256_file(os.path.join(stage, name)))
-    out = [_save_archive(workdir, "real", stage, names, diff_ids)]
+        diff_ids.append(store.sha256_file(os.path.join(stage, name)))
+    out = [store.save_archive(os.path.join(workdir, "real-image.tar"), stage, names, diff_ids)]
     if gzip_too:
         gz = []
         for name in names:
             subprocess.run(["gzip", "-1", "-k", os.path.join(stage, name)], check=True)
             gz.append(name + ".gz")
-        out.append(_save_archive(workdir, "gzip", stage, gz, diff_ids))
+        out.append(store.save_archive(os.path.join(workdir, "gzip-image.tar"), stage, gz, diff_ids))
     shutil.rmtree(stage)
     return out
-
-
-def _save_archive(workdir, label, stage, layer_files, diff_ids):
-    config = {
-        "architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "history": [{"created": "2026-01-01T00:00:00Z", "created_by": "layer %d" % i}
-                    for i in range(len(diff_ids))],
-    }
-    config_bytes = json.dumps(config, separators=(",", ":")).encode()
-    config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
-    with open(os.path.join(stage, config_name), "wb") as f:
-        f.write(config_bytes)
-    with open(os.path.join(stage, "manifest.json"), "w") as f:
-        json.dump([{"Config": config_name, "RepoTags": [TAG], "Layers": layer_files}], f)
-    path = os.path.join(workdir, "%s-image.tar" % label)
-    subprocess.run(["tar", "-cf", path, "-C", stage, "manifest.json", config_name]
-                   + layer_files, check=True)
-    return path, "sha256:" + config_name[:-5]
 
 
 def ours(build, work, driver, archive):

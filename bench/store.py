@@ -48,11 +48,37 @@ def _layer_tar(path, entries):
             else:
                 ti.size = len(data)
                 t.addfile(ti, io.BytesIO(data))
+    return sha256_file(path)
+
+
+def sha256_file(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return "sha256:" + h.hexdigest()
+
+
+def save_archive(path, stage, layer_files, diff_ids):
+    """A ``docker save`` archive at ``path`` of the layer tars in ``stage``
+    (their DiffIDs given), with a config and manifest.json tagged TAG;
+    returns (path, image id)."""
+    config = {
+        "architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created": "2026-01-01T00:00:00Z", "created_by": "bench layer %d" % i}
+                    for i in range(len(diff_ids))],
+    }
+    config_bytes = json.dumps(config, separators=(",", ":")).encode()
+    config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
+    with open(os.path.join(stage, config_name), "wb") as f:
+        f.write(config_bytes)
+    with open(os.path.join(stage, "manifest.json"), "w") as f:
+        json.dump([{"Config": config_name, "RepoTags": [TAG], "Layers": layer_files}], f)
+    with tarfile.open(path, "w") as t:
+        for name in ["manifest.json", config_name] + layer_files:
+            t.add(os.path.join(stage, name), arcname=name)
+    return path, "sha256:" + config_name[:-5]
 
 
 def build_archive(workdir, big_mb, nfiles):
@@ -74,27 +100,10 @@ def build_archive(workdir, big_mb, nfiles):
     big = [("blobs/", None)] + [("blobs/b%d" % i, rnd.randbytes(big_mb * 1024 * 1024 // 4))
                                 for i in range(4)]
     layers.append(("l2.tar", _layer_tar(os.path.join(stage, "l2.tar"), big)))
-    config = {
-        "architecture": "amd64", "os": "linux",
-        "config": {"Cmd": ["/bin/sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [d for _, d in layers]},
-        "history": [{"created": "2026-01-01T00:00:00Z", "created_by": "bench layer %d" % i}
-                    for i in range(len(layers))],
-    }
-    config_bytes = json.dumps(config, separators=(",", ":")).encode()
-    config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
-    with open(os.path.join(stage, config_name), "wb") as f:
-        f.write(config_bytes)
-    manifest = [{"Config": config_name, "RepoTags": [TAG],
-                 "Layers": [name for name, _ in layers]}]
-    with open(os.path.join(stage, "manifest.json"), "w") as f:
-        json.dump(manifest, f)
-    path = os.path.join(workdir, "bench-image.tar")
-    with tarfile.open(path, "w") as t:
-        for name in ["manifest.json", config_name] + [n for n, _ in layers]:
-            t.add(os.path.join(stage, name), arcname=name)
+    out = save_archive(os.path.join(workdir, "bench-image.tar"), stage,
+                       [name for name, _ in layers], [d for _, d in layers])
     shutil.rmtree(stage)
-    return path, "sha256:" + config_name[:-5]
+    return out
 
 
 def ours(workdir, driver, archive):
