@@ -331,3 +331,22 @@ def test_worker_reports_the_childs_error_and_leaves_no_process(tmp_path):
     assert e.value.entry == "./a"
     with pytest.raises(ChildProcessError):
         os.waitpid(-1, os.WNOHANG)      # the child was reaped
+
+
+def test_records_become_entries_and_a_bad_line_is_named():
+    """Each record becomes an Entry (blank lines skipped); a malformed or
+    unknown record is an error naming its line, blank lines counted."""
+    seg = base64.b64encode(b"h" * 512).decode()
+    crc = base64.b64encode(crc64.CRC64(b"abc").digest()).decode()
+    lines = ['{"type":2,"payload":"%s","position":0}' % seg,
+             '{"type":1,"name":"d/a","size":3,"payload":"%s","position":1}' % crc,
+             '',
+             '{"type":2,"payload":"AAAA","position":2}']
+    entries = list(tarsplit.iter_entries(io.BytesIO("\n".join(lines).encode())))
+    assert [(e.type, e.name, e.size, e.position) for e in entries] == [
+        (2, b"", 0, 0), (1, b"d/a", 3, 1), (2, b"", 0, 2)]
+    assert entries[0].payload == b"h" * 512 and entries[1].payload == crc64.CRC64(b"abc").digest()
+    with pytest.raises(tarsplit.TarSplitError, match="line 5"):
+        list(tarsplit.iter_entries(io.BytesIO("\n".join(lines + ['{"type":1,"name":']).encode())))
+    with pytest.raises(tarsplit.TarSplitError, match="line 2"):
+        list(tarsplit.iter_entries(io.BytesIO("\n".join([lines[0], '{"type":7}']).encode())))
